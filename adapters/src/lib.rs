@@ -1,0 +1,10 @@
+//! The shared core of inventory-bridge: the ClusterProfile API, the apply helper, errors with
+//! bounded categories and the runtime every adapter binary runs.
+
+pub mod apply;
+pub mod crd;
+pub mod error;
+pub mod profile;
+pub mod runtime;
+
+pub use error::{Categorized, Category, Error, Result};

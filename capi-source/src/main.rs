@@ -1,0 +1,28 @@
+//! capi-source: Cluster API Clusters become ClusterProfiles.
+//!
+//! For now the binary runs only the shared runtime (flags, logs, metrics, health, leader election,
+//! shutdown); its controller is built under its own issue (4).
+
+use clap::Parser;
+
+const NAME: &str = "capi-source";
+
+#[derive(Debug, Parser)]
+#[command(name = NAME, version, about = "Cluster API Clusters become ClusterProfiles")]
+struct Args {
+    #[command(flatten)]
+    runtime: adapters::runtime::RuntimeArgs,
+}
+
+#[tokio::main]
+async fn main() -> std::process::ExitCode {
+    let args = Args::parse();
+    let metrics = adapters::runtime::Metrics::new(NAME);
+    adapters::runtime::run_main(NAME, args.runtime, metrics, |context| async move {
+        tracing::warn!("no controller is implemented in this build yet; idling until stopped");
+        context.readiness.mark_synced();
+        context.stop.cancelled().await;
+        Ok(())
+    })
+    .await
+}

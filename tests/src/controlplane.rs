@@ -1,0 +1,442 @@
+//! One real Kubernetes control plane on loopback: etcd + kube-apiserver (and, on request,
+//! kube-controller-manager with chosen controllers), all from the pinned release.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use kube::{Api, Client};
+
+use crate::binary::control_plane_binary;
+use crate::pki::Pki;
+use crate::process::{ManagedProcess, kill_at_exit, remove_at_exit};
+use crate::{BoxError, Result};
+
+/// How long a cold apiserver may take to become ready on a busy 2-core machine.
+const READY_TIMEOUT: Duration = Duration::from_secs(180);
+
+/// Controllers a test may ask kube-controller-manager to run.
+pub mod controllers {
+    /// Finishes namespace deletion.
+    pub const NAMESPACE: &str = "namespace";
+    /// Owner-reference garbage collection.
+    pub const GARBAGE_COLLECTOR: &str = "garbage-collector-controller";
+    /// Fills aggregated ClusterRoles (admin/edit/view).
+    pub const CLUSTERROLE_AGGREGATION: &str = "clusterrole-aggregation-controller";
+    /// Creates the `default` ServiceAccount in each namespace.
+    pub const SERVICEACCOUNT: &str = "serviceaccount-controller";
+    /// Publishes `kube-root-ca.crt` into each namespace.
+    pub const ROOT_CA_CERT_PUBLISHER: &str = "root-ca-certificate-publisher-controller";
+}
+
+/// What to start.
+#[derive(Clone, Debug, Default)]
+pub struct ControlPlaneOptions {
+    /// Name, used in certificates, the ServiceAccount issuer and directory names.
+    pub name: String,
+    /// kube-controller-manager controllers to run; none starts no controller-manager.
+    pub controllers: Vec<String>,
+}
+
+impl ControlPlaneOptions {
+    /// A control plane named `name` without controller-manager.
+    pub fn named(name: &str) -> Self {
+        Self {
+            name: name.to_string(),
+            controllers: Vec::new(),
+        }
+    }
+
+    /// Also run kube-controller-manager with these controllers.
+    pub fn with_controllers(mut self, controllers: &[&str]) -> Self {
+        self.controllers = controllers.iter().map(|c| c.to_string()).collect();
+        self
+    }
+}
+
+/// A running control plane. Dropping it kills its processes and removes its directory.
+#[derive(Debug)]
+pub struct ControlPlane {
+    name: String,
+    dir: PathBuf,
+    pki: Pki,
+    apiserver_port: u16,
+    etcd: Option<ManagedProcess>,
+    apiserver: Option<ManagedProcess>,
+    controller_manager: Option<ManagedProcess>,
+    controllers: Vec<String>,
+    apiserver_args: Vec<String>,
+    /// Shared control planes live in statics: their processes and directory go at process exit.
+    shared: bool,
+}
+
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Root of this test binary's control-plane directories; stale ones of dead test binaries are
+/// removed on first use.
+fn work_root() -> Result<PathBuf> {
+    let base = std::env::temp_dir().join("inventory-bridge-harness");
+    std::fs::create_dir_all(&base)?;
+    static SWEPT: std::sync::Once = std::sync::Once::new();
+    SWEPT.call_once(|| {
+        if let Ok(entries) = std::fs::read_dir(&base) {
+            for entry in entries.flatten() {
+                let pid = entry
+                    .file_name()
+                    .to_string_lossy()
+                    .strip_prefix("pid-")
+                    .and_then(|p| p.parse::<u32>().ok());
+                if let Some(pid) = pid
+                    && !Path::new(&format!("/proc/{pid}")).exists()
+                {
+                    let _ = std::fs::remove_dir_all(entry.path());
+                }
+            }
+        }
+    });
+    let root = base.join(format!("pid-{}", std::process::id()));
+    std::fs::create_dir_all(&root)?;
+    Ok(root)
+}
+
+impl ControlPlane {
+    /// Start etcd and kube-apiserver (and kube-controller-manager if asked) and wait until the
+    /// apiserver reports ready.
+    pub async fn start(options: ControlPlaneOptions) -> Result<Self> {
+        let binary = control_plane_binary()?;
+        static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let dir = work_root()?.join(format!("{}-{sequence}", options.name));
+        std::fs::create_dir_all(&dir)?;
+        let pki = Pki::generate(&options.name)?;
+        for (file, pem) in [
+            ("ca.crt", &pki.ca_cert),
+            ("ca.key", &pki.ca_key),
+            ("server.crt", &pki.server_cert),
+            ("server.key", &pki.server_key),
+            ("sa.key", &pki.service_account_key),
+            ("sa.pub", &pki.service_account_public_key),
+        ] {
+            std::fs::write(dir.join(file), pem)?;
+        }
+        let etcd_port = free_port()?;
+        let etcd_peer_port = free_port()?;
+        let apiserver_port = free_port()?;
+        let etcd_args = vec![
+            format!("--name={}", options.name),
+            format!("--data-dir={}", dir.join("etcd").display()),
+            format!("--listen-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--advertise-client-urls=http://127.0.0.1:{etcd_port}"),
+            format!("--listen-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
+            format!("--initial-advertise-peer-urls=http://127.0.0.1:{etcd_peer_port}"),
+            format!(
+                "--initial-cluster={}=http://127.0.0.1:{etcd_peer_port}",
+                options.name
+            ),
+            "--unsafe-no-fsync".to_string(),
+            "--log-level=warn".to_string(),
+        ];
+        let etcd = ManagedProcess::spawn(
+            "etcd",
+            &binary,
+            &prefixed("etcd", etcd_args),
+            &dir.join("etcd.log"),
+        )?;
+        let apiserver_args = vec![
+            format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
+            format!("--secure-port={apiserver_port}"),
+            "--bind-address=127.0.0.1".to_string(),
+            "--advertise-address=127.0.0.1".to_string(),
+            format!("--tls-cert-file={}", dir.join("server.crt").display()),
+            format!("--tls-private-key-file={}", dir.join("server.key").display()),
+            format!("--client-ca-file={}", dir.join("ca.crt").display()),
+            format!(
+                "--service-account-issuer=https://{}.inventory-bridge.test",
+                options.name
+            ),
+            format!("--service-account-key-file={}", dir.join("sa.pub").display()),
+            format!(
+                "--service-account-signing-key-file={}",
+                dir.join("sa.key").display()
+            ),
+            "--authorization-mode=RBAC".to_string(),
+            "--service-cluster-ip-range=10.0.0.0/24".to_string(),
+            "--disable-admission-plugins=ServiceAccount".to_string(),
+            "--allow-privileged=true".to_string(),
+            "--endpoint-reconciler-type=none".to_string(),
+            "--profiling=false".to_string(),
+        ];
+        let mut control_plane = Self {
+            name: options.name.clone(),
+            dir,
+            pki,
+            apiserver_port,
+            etcd: Some(etcd),
+            apiserver: None,
+            controller_manager: None,
+            controllers: options.controllers.clone(),
+            apiserver_args,
+            shared: false,
+        };
+        control_plane.start_apiserver().await?;
+        if !control_plane.controllers.is_empty() {
+            control_plane.start_controller_manager()?;
+        }
+        Ok(control_plane)
+    }
+
+    /// Start (or restart, after [`ControlPlane::stop_apiserver`]) the apiserver on the same port
+    /// and etcd, and wait until it is ready.
+    pub async fn start_apiserver(&mut self) -> Result<()> {
+        let binary = control_plane_binary()?;
+        let process = ManagedProcess::spawn(
+            "kube-apiserver",
+            &binary,
+            &prefixed("kube-apiserver", self.apiserver_args.clone()),
+            &self.dir.join("kube-apiserver.log"),
+        )?;
+        if self.shared {
+            kill_at_exit(process.pid());
+        }
+        self.apiserver = Some(process);
+        self.wait_ready().await
+    }
+
+    /// Stop the apiserver (etcd keeps the data): the member becomes unreachable.
+    pub fn stop_apiserver(&mut self) {
+        if let Some(mut process) = self.apiserver.take() {
+            process.kill();
+        }
+    }
+
+    fn start_controller_manager(&mut self) -> Result<()> {
+        let binary = control_plane_binary()?;
+        let kubeconfig = self.dir.join("admin.kubeconfig");
+        std::fs::write(&kubeconfig, self.admin_kubeconfig_yaml())?;
+        let args = vec![
+            format!("--kubeconfig={}", kubeconfig.display()),
+            format!("--controllers={}", self.controllers.join(",")),
+            format!(
+                "--service-account-private-key-file={}",
+                self.dir.join("sa.key").display()
+            ),
+            format!("--root-ca-file={}", self.dir.join("ca.crt").display()),
+            "--leader-elect=false".to_string(),
+            "--secure-port=0".to_string(),
+            "--use-service-account-credentials=false".to_string(),
+        ];
+        let process = ManagedProcess::spawn(
+            "kube-controller-manager",
+            &binary,
+            &prefixed("kube-controller-manager", args),
+            &self.dir.join("kube-controller-manager.log"),
+        )?;
+        if self.shared {
+            kill_at_exit(process.pid());
+        }
+        self.controller_manager = Some(process);
+        Ok(())
+    }
+
+    async fn wait_ready(&mut self) -> Result<()> {
+        let client = self.client().await?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let mut last_error;
+        loop {
+            if let Some(apiserver) = self.apiserver.as_mut()
+                && apiserver.has_exited()
+            {
+                return Err(format!(
+                    "kube-apiserver of {} exited while starting\n{}",
+                    self.name,
+                    apiserver.log_tail(40)
+                )
+                .into());
+            }
+            let request = http::Request::get("/readyz").body(Vec::new())?;
+            match client.request_text(request).await {
+                Ok(body) if body.trim() == "ok" => return Ok(()),
+                Ok(body) => last_error = body,
+                Err(err) => last_error = err.to_string(),
+            }
+            if Instant::now() > deadline {
+                let tail = self
+                    .apiserver
+                    .as_ref()
+                    .map(|p| p.log_tail(40))
+                    .unwrap_or_default();
+                return Err(format!(
+                    "kube-apiserver of {} not ready after {READY_TIMEOUT:?}: {last_error}\n{tail}",
+                    self.name
+                )
+                .into());
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Mark this control plane as shared (held in a static): its processes are killed and its
+    /// directory removed when the test binary exits.
+    pub(crate) fn into_shared(mut self) -> Self {
+        self.shared = true;
+        for process in [&self.etcd, &self.apiserver, &self.controller_manager]
+            .into_iter()
+            .flatten()
+        {
+            kill_at_exit(process.pid());
+        }
+        remove_at_exit(&self.dir);
+        self
+    }
+
+    /// Name of this control plane.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `https://127.0.0.1:<port>`.
+    pub fn server(&self) -> String {
+        format!("https://127.0.0.1:{}", self.apiserver_port)
+    }
+
+    /// The CA certificate (PEM) that signed the serving certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.pki.ca_cert
+    }
+
+    /// The PKI of this control plane.
+    pub fn pki(&self) -> &Pki {
+        &self.pki
+    }
+
+    /// Directory holding its certificates, data and logs.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Admin kubeconfig (client certificate in group `system:masters`).
+    pub fn admin_kubeconfig_yaml(&self) -> String {
+        format!(
+            r#"apiVersion: v1
+kind: Config
+clusters:
+- name: {name}
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: {name}-admin
+  user:
+    client-certificate-data: {cert}
+    client-key-data: {key}
+contexts:
+- name: {name}
+  context:
+    cluster: {name}
+    user: {name}-admin
+current-context: {name}
+"#,
+            name = self.name,
+            server = self.server(),
+            ca = BASE64.encode(&self.pki.ca_cert),
+            cert = BASE64.encode(&self.pki.admin_cert),
+            key = BASE64.encode(&self.pki.admin_key),
+        )
+    }
+
+    /// A kubeconfig that authenticates with a bearer `token` (for ServiceAccount tokens).
+    pub fn token_kubeconfig_yaml(&self, token: &str) -> String {
+        format!(
+            r#"apiVersion: v1
+kind: Config
+clusters:
+- name: {name}
+  cluster:
+    server: {server}
+    certificate-authority-data: {ca}
+users:
+- name: token
+  user:
+    token: {token}
+contexts:
+- name: {name}
+  context:
+    cluster: {name}
+    user: token
+current-context: {name}
+"#,
+            name = self.name,
+            server = self.server(),
+            ca = BASE64.encode(&self.pki.ca_cert),
+        )
+    }
+
+    /// Write the admin kubeconfig to `path`.
+    pub fn write_admin_kubeconfig(&self, path: &Path) -> Result<()> {
+        std::fs::write(path, self.admin_kubeconfig_yaml())?;
+        Ok(())
+    }
+
+    /// A new admin client. Clients are cheap and tied to the calling test's async runtime, so
+    /// each test makes its own.
+    pub async fn client(&self) -> Result<Client> {
+        client_from_kubeconfig_yaml(&self.admin_kubeconfig_yaml()).await
+    }
+
+    /// A client authenticating with a bearer `token`.
+    pub async fn token_client(&self, token: &str) -> Result<Client> {
+        client_from_kubeconfig_yaml(&self.token_kubeconfig_yaml(token)).await
+    }
+
+    /// UID of the `kube-system` namespace (the conventional cluster id), waiting for the
+    /// apiserver's system-namespace controller to create it.
+    pub async fn kube_system_uid(&self) -> Result<String> {
+        let namespaces: Api<Namespace> = Api::all(self.client().await?);
+        let uid = crate::wait_for(Duration::from_secs(60), "kube-system namespace", || {
+            let namespaces = namespaces.clone();
+            async move {
+                Ok(namespaces
+                    .get_opt("kube-system")
+                    .await?
+                    .and_then(|ns| ns.metadata.uid))
+            }
+        })
+        .await?;
+        Ok(uid)
+    }
+}
+
+impl Drop for ControlPlane {
+    fn drop(&mut self) {
+        // Controller-manager and apiserver first, so nothing writes to etcd while it stops.
+        for process in [
+            self.controller_manager.take(),
+            self.apiserver.take(),
+            self.etcd.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            drop(process);
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn prefixed(component: &str, args: Vec<String>) -> Vec<String> {
+    std::iter::once(component.to_string()).chain(args).collect()
+}
+
+/// A kube client from kubeconfig YAML.
+pub async fn client_from_kubeconfig_yaml(yaml: &str) -> Result<Client> {
+    let kubeconfig = Kubeconfig::from_yaml(yaml)?;
+    let config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default()).await?;
+    Client::try_from(config).map_err(|err| Box::new(err) as BoxError)
+}

@@ -1,0 +1,320 @@
+//! Proof that the harness is real: these tests pass only against a real kube-apiserver and etcd.
+
+use std::time::Duration;
+
+use harness::{
+    ControlPlane, ControlPlaneOptions, ForeignCrd, controllers, install_crds, shared_fleet,
+    test_namespace, wait_for,
+};
+use k8s_openapi::api::authentication::v1::{
+    SelfSubjectReview, TokenRequest, TokenRequestSpec,
+};
+use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, PostParams};
+use kube::core::{ApiResource, GroupVersionKind};
+
+fn meta(name: &str, namespace: &str) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: Some(namespace.into()),
+        ..ObjectMeta::default()
+    }
+}
+
+/// Create a ServiceAccount and mint a token for it with the TokenRequest API.
+async fn service_account_token(client: &kube::Client, namespace: &str, name: &str) -> String {
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), namespace);
+    accounts
+        .create(
+            &PostParams::default(),
+            &ServiceAccount {
+                metadata: meta(name, namespace),
+                ..ServiceAccount::default()
+            },
+        )
+        .await
+        .unwrap();
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            expiration_seconds: Some(600),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
+    let minted: TokenRequest = accounts
+        .create_subresource("token", name, &PostParams::default(), &request)
+        .await
+        .unwrap();
+    minted.status.and_then(|s| s.token).unwrap()
+}
+
+#[tokio::test]
+async fn version_reports_the_pinned_kubernetes_release() {
+    let fleet = shared_fleet().await.unwrap();
+    let pinned = harness::binary::pinned_kubernetes_version().unwrap();
+    for control_plane in std::iter::once(&fleet.hub).chain(&fleet.members) {
+        let version = control_plane
+            .client()
+            .await
+            .unwrap()
+            .apiserver_version()
+            .await
+            .unwrap();
+        assert_eq!(version.git_version, pinned, "{}", control_plane.name());
+    }
+}
+
+#[tokio::test]
+async fn crd_with_cel_validation_rejects_a_bad_object() {
+    let fleet = shared_fleet().await.unwrap();
+    let client = fleet.hub.client().await.unwrap();
+    install_crds(&client, &[ForeignCrd::ClusterProfile])
+        .await
+        .unwrap();
+    let namespace = test_namespace(&client, "cel").await.unwrap();
+    let resource = ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("multicluster.x-k8s.io", "v1alpha1", "ClusterProfile"),
+        "clusterprofiles",
+    );
+    let profiles: Api<DynamicObject> = Api::namespaced_with(client, &namespace, &resource);
+    let profile: DynamicObject = serde_json::from_value(serde_json::json!({
+        "apiVersion": "multicluster.x-k8s.io/v1alpha1",
+        "kind": "ClusterProfile",
+        "metadata": {"name": "member-1", "namespace": namespace},
+        "spec": {"clusterManager": {"name": "one-manager"}},
+    }))
+    .unwrap();
+    let created = profiles
+        .create(&PostParams::default(), &profile)
+        .await
+        .unwrap();
+
+    // spec.clusterManager is immutable through the CEL rule `self == oldSelf`.
+    let mut changed = created.clone();
+    changed.data["spec"]["clusterManager"]["name"] = "another-manager".into();
+    let err = profiles
+        .replace("member-1", &PostParams::default(), &changed)
+        .await
+        .expect_err("the apiserver must reject a changed clusterManager");
+    match err {
+        kube::Error::Api(status) => {
+            assert_eq!(status.code, 422, "{status:?}");
+            assert!(status.message.contains("ClusterManager is immutable"), "{status:?}");
+        }
+        other => panic!("unexpected error {other}"),
+    }
+    // An unchanged update passes, so the rule is what rejected the change.
+    profiles
+        .replace("member-1", &PostParams::default(), &created)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn token_request_yields_a_token_that_authenticates() {
+    let fleet = shared_fleet().await.unwrap();
+    let member = &fleet.members[0];
+    let admin = member.client().await.unwrap();
+    let namespace = test_namespace(&admin, "token").await.unwrap();
+    let token = service_account_token(&admin, &namespace, "probe").await;
+
+    let as_service_account = member.token_client(&token).await.unwrap();
+    let reviews: Api<SelfSubjectReview> = Api::all(as_service_account);
+    let review = reviews
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .unwrap();
+    let username = review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default();
+    assert_eq!(
+        username,
+        format!("system:serviceaccount:{namespace}:probe")
+    );
+
+    // Each control plane signs with its own key: the token means nothing to another member.
+    let other = fleet.members[1].token_client(&token).await.unwrap();
+    let err = Api::<SelfSubjectReview>::all(other)
+        .create(&PostParams::default(), &SelfSubjectReview::default())
+        .await
+        .expect_err("another member must not accept this token");
+    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 401), "{err}");
+}
+
+#[tokio::test]
+async fn rbac_denies_what_was_not_granted() {
+    let fleet = shared_fleet().await.unwrap();
+    let member = &fleet.members[1];
+    let admin = member.client().await.unwrap();
+    let namespace = test_namespace(&admin, "rbac").await.unwrap();
+    let token = service_account_token(&admin, &namespace, "reader").await;
+
+    Api::<Role>::namespaced(admin.clone(), &namespace)
+        .create(
+            &PostParams::default(),
+            &Role {
+                metadata: meta("read-configmaps", &namespace),
+                rules: Some(vec![PolicyRule {
+                    api_groups: Some(vec![String::new()]),
+                    resources: Some(vec!["configmaps".into()]),
+                    verbs: vec!["get".into(), "list".into(), "watch".into()],
+                    ..PolicyRule::default()
+                }]),
+            },
+        )
+        .await
+        .unwrap();
+    Api::<RoleBinding>::namespaced(admin.clone(), &namespace)
+        .create(
+            &PostParams::default(),
+            &RoleBinding {
+                metadata: meta("read-configmaps", &namespace),
+                role_ref: RoleRef {
+                    api_group: Some("rbac.authorization.k8s.io".into()),
+                    kind: "Role".into(),
+                    name: "read-configmaps".into(),
+                },
+                subjects: Some(vec![Subject {
+                    kind: "ServiceAccount".into(),
+                    name: "reader".into(),
+                    namespace: Some(namespace.clone()),
+                    ..Subject::default()
+                }]),
+            },
+        )
+        .await
+        .unwrap();
+
+    let reader = member.token_client(&token).await.unwrap();
+    // Granted: list configmaps (RBAC takes a moment to see the new binding).
+    let configmaps: Api<ConfigMap> = Api::namespaced(reader.clone(), &namespace);
+    wait_for(Duration::from_secs(30), "granted list", || {
+        let configmaps = configmaps.clone();
+        async move { Ok(configmaps.list(&ListParams::default()).await.ok().map(|_| ())) }
+    })
+    .await
+    .unwrap();
+    // Not granted: Secrets in the same namespace, and configmaps elsewhere.
+    for err in [
+        Api::<Secret>::namespaced(reader.clone(), &namespace)
+            .list(&ListParams::default())
+            .await
+            .expect_err("secrets were not granted"),
+        Api::<ConfigMap>::namespaced(reader.clone(), "default")
+            .list(&ListParams::default())
+            .await
+            .expect_err("other namespaces were not granted"),
+        Api::<ConfigMap>::namespaced(reader, &namespace)
+            .create(
+                &PostParams::default(),
+                &ConfigMap {
+                    metadata: meta("nope", &namespace),
+                    ..ConfigMap::default()
+                },
+            )
+            .await
+            .expect_err("create was not granted"),
+    ] {
+        assert!(matches!(err, kube::Error::Api(ref s) if s.code == 403), "{err}");
+    }
+}
+
+#[tokio::test]
+async fn members_are_distinct_clusters() {
+    let fleet = shared_fleet().await.unwrap();
+    let mut uids = Vec::new();
+    for control_plane in std::iter::once(&fleet.hub).chain(&fleet.members) {
+        uids.push(control_plane.kube_system_uid().await.unwrap());
+    }
+    let distinct: std::collections::BTreeSet<&String> = uids.iter().collect();
+    assert_eq!(distinct.len(), 3, "kube-system UIDs {uids:?}");
+    assert_ne!(fleet.members[0].server(), fleet.members[1].server());
+
+    // A write on one member is invisible on the other.
+    let one = fleet.members[0].client().await.unwrap();
+    let namespace = test_namespace(&one, "only-on-one").await.unwrap();
+    let two: Api<Namespace> = Api::all(fleet.members[1].client().await.unwrap());
+    assert!(two.get_opt(&namespace).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn foreign_crds_install_from_pinned_upstream_modules() {
+    let fleet = shared_fleet().await.unwrap();
+    let client = fleet.hub.client().await.unwrap();
+    install_crds(&client, &ForeignCrd::ALL).await.unwrap();
+    let expected = [
+        ("multicluster.x-k8s.io", "ClusterProfile"),
+        ("cluster.open-cluster-management.io", "ManagedCluster"),
+        ("cluster.open-cluster-management.io", "ManagedClusterSet"),
+        ("cluster.open-cluster-management.io", "ManagedClusterSetBinding"),
+        ("work.open-cluster-management.io", "ManifestWork"),
+        ("authentication.open-cluster-management.io", "ManagedServiceAccount"),
+        ("cluster.x-k8s.io", "Cluster"),
+        ("lib.projectsveltos.io", "SveltosCluster"),
+        ("about.k8s.io", "ClusterProperty"),
+    ];
+    let discovery = kube::Discovery::new(client).run().await.unwrap();
+    for (group, kind) in expected {
+        let found = discovery
+            .get(group)
+            .map(|g| g.recommended_resources().iter().any(|(r, _)| r.kind == kind))
+            .unwrap_or(false);
+        assert!(found, "{group}/{kind} is not served");
+    }
+    // The module cache path proves where the CRD came from: the pinned module version.
+    let path = ForeignCrd::ManagedCluster.path().unwrap();
+    assert!(
+        path.to_string_lossy().contains("open-cluster-management.io/api@v1.3.0"),
+        "{}",
+        path.display()
+    );
+}
+
+#[tokio::test]
+async fn controller_manager_runs_the_chosen_controllers_and_drop_stops_everything() {
+    let control_plane = ControlPlane::start(
+        ControlPlaneOptions::named("with-kcm")
+            .with_controllers(&[controllers::NAMESPACE, controllers::SERVICEACCOUNT]),
+    )
+    .await
+    .unwrap();
+    let client = control_plane.client().await.unwrap();
+    let namespace = test_namespace(&client, "kcm").await.unwrap();
+
+    // serviceaccount-controller creates `default` in every namespace.
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &namespace);
+    wait_for(Duration::from_secs(60), "default ServiceAccount", || {
+        let accounts = accounts.clone();
+        async move { Ok(accounts.get_opt("default").await?) }
+    })
+    .await
+    .unwrap();
+
+    // namespace controller finishes deletion (without it the namespace stays Terminating).
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .delete(&namespace, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(Duration::from_secs(60), "namespace deleted", || {
+        let namespaces = namespaces.clone();
+        let namespace = namespace.clone();
+        async move { Ok(namespaces.get_opt(&namespace).await?.is_none().then_some(())) }
+    })
+    .await
+    .unwrap();
+
+    // Dropping the control plane kills every process and removes its directory.
+    let dir = control_plane.dir().to_path_buf();
+    let server = control_plane.server();
+    drop(control_plane);
+    assert!(!dir.exists(), "{} still exists", dir.display());
+    let port = server.rsplit(':').next().unwrap();
+    assert!(
+        std::net::TcpStream::connect(format!("127.0.0.1:{port}")).is_err(),
+        "apiserver still listening on {port}"
+    );
+}
