@@ -99,13 +99,13 @@ fn strip_identity(desired: &Value) -> Value {
 /// scalars must be equal as a whole.
 pub fn is_subset(desired: &Value, current: &Value) -> bool {
     match (desired, current) {
-        (Value::Object(want), Value::Object(have)) => want.iter().all(|(key, value)| match have
-            .get(key)
-        {
-            Some(present) => is_subset(value, present),
-            // Absent on the server and empty in our object: the server drops empty values.
-            None => is_empty(value),
-        }),
+        (Value::Object(want), Value::Object(have)) => {
+            want.iter().all(|(key, value)| match have.get(key) {
+                Some(present) => is_subset(value, present),
+                // Absent on the server and empty in our object: the server drops empty values.
+                None => is_empty(value),
+            })
+        }
         (Value::Array(want), Value::Array(have)) => {
             if want.iter().all(|v| !v.is_object()) {
                 return want == have;
@@ -145,10 +145,12 @@ fn fields_covered(fields_v1: &Value, desired: &Value) -> bool {
             };
         }
         if let Some(item_key) = key.strip_prefix("k:") {
-            return match (serde_json::from_str::<Map<String, Value>>(item_key), desired) {
+            return match (
+                serde_json::from_str::<Map<String, Value>>(item_key),
+                desired,
+            ) {
                 (Ok(keys), Value::Array(items)) => items.iter().any(|item| {
-                    keys.iter().all(|(k, v)| item.get(k) == Some(v))
-                        && fields_covered(child, item)
+                    keys.iter().all(|(k, v)| item.get(k) == Some(v)) && fields_covered(child, item)
                 }),
                 _ => false,
             };
@@ -409,6 +411,9 @@ mod tests {
             &json!({"status": {"conditions": []}}),
             &json!({"status": {}})
         ));
-        assert!(!is_subset(&json!({"status": {"x": ""}}), &json!({"status": {}})));
+        assert!(!is_subset(
+            &json!({"status": {"x": ""}}),
+            &json!({"status": {}})
+        ));
     }
 }

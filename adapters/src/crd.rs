@@ -1,6 +1,8 @@
 //! The ClusterProfile CRD we ship, generated from the Rust types.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray,
+};
 use kube::CustomResourceExt;
 
 use crate::profile::ClusterProfile;
@@ -15,6 +17,8 @@ pub const CLUSTER_PROFILE_CRD_PATH: &str = "charts/crds/multicluster.x-k8s.io_cl
 /// published schema identical to upstream's.
 pub fn cluster_profile_crd() -> CustomResourceDefinition {
     let mut crd = ClusterProfile::crd();
+    // apiserver would default it; upstream spells it out, so do we.
+    crd.spec.names.list_kind = Some("ClusterProfileList".to_string());
     for version in &mut crd.spec.versions {
         if let Some(schema) = version
             .schema
@@ -22,21 +26,31 @@ pub fn cluster_profile_crd() -> CustomResourceDefinition {
             .and_then(|s| s.open_api_v3_schema.as_mut())
         {
             strip_nullable(schema);
+            // controller-gen declares the standard top-level fields; kube-derive leaves them out.
+            let properties = schema.properties.get_or_insert_with(Default::default);
+            for (field, type_) in [
+                ("apiVersion", "string"),
+                ("kind", "string"),
+                ("metadata", "object"),
+            ] {
+                properties
+                    .entry(field.to_string())
+                    .or_insert_with(|| JSONSchemaProps {
+                        type_: Some(type_.to_string()),
+                        ..JSONSchemaProps::default()
+                    });
+            }
         }
     }
     crd
 }
 
-fn strip_nullable(
-    schema: &mut k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaProps,
-) {
+fn strip_nullable(schema: &mut JSONSchemaProps) {
     schema.nullable = None;
     if let Some(props) = schema.properties.as_mut() {
         props.values_mut().for_each(strip_nullable);
     }
-    if let Some(k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::JSONSchemaPropsOrArray::Schema(items)) =
-        schema.items.as_mut()
-    {
+    if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
         strip_nullable(items);
     }
 }

@@ -164,9 +164,7 @@ mod tests {
         assert_eq!(labels.len(), Category::ALL.len());
         for label in labels {
             assert!(
-                label
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c == '-'),
+                label.chars().all(|c| c.is_ascii_lowercase() || c == '-'),
                 "{label}"
             );
         }

@@ -49,7 +49,7 @@ pub const PROPERTY_NAME_MAX_LEN: usize = 253;
 /// Bounds of a property value, from the upstream schema.
 pub const PROPERTY_VALUE_MAX_LEN: usize = 1024;
 
-/// ClusterProfile represents a single member cluster of an inventory (one namespace = one inventory).
+/// Desired state of a ClusterProfile: who manages it and what to call it.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
     group = "multicluster.x-k8s.io",
@@ -60,7 +60,8 @@ pub const PROPERTY_VALUE_MAX_LEN: usize = 1024;
     namespaced,
     status = "ClusterProfileStatus",
     derive = "PartialEq",
-    derive = "Default"
+    derive = "Default",
+    doc = "ClusterProfile represents one member cluster of an inventory (one namespace = one inventory)."
 )]
 #[serde(rename_all = "camelCase")]
 pub struct ClusterProfileSpec {

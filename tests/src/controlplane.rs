@@ -154,13 +154,19 @@ impl ControlPlane {
             "--bind-address=127.0.0.1".to_string(),
             "--advertise-address=127.0.0.1".to_string(),
             format!("--tls-cert-file={}", dir.join("server.crt").display()),
-            format!("--tls-private-key-file={}", dir.join("server.key").display()),
+            format!(
+                "--tls-private-key-file={}",
+                dir.join("server.key").display()
+            ),
             format!("--client-ca-file={}", dir.join("ca.crt").display()),
             format!(
                 "--service-account-issuer=https://{}.inventory-bridge.test",
                 options.name
             ),
-            format!("--service-account-key-file={}", dir.join("sa.pub").display()),
+            format!(
+                "--service-account-key-file={}",
+                dir.join("sa.pub").display()
+            ),
             format!(
                 "--service-account-signing-key-file={}",
                 dir.join("sa.key").display()

@@ -8,9 +8,9 @@ use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
 
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::Client;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use kube::Client;
 
 use crate::{Result, repo_root, wait_for};
 
@@ -171,30 +171,44 @@ pub async fn install_crd(client: &Client, crd: CustomResourceDefinition) -> Resu
         &Patch::Apply(&crd),
     )
     .await?;
-    wait_for(Duration::from_secs(60), &format!("CRD {name} established"), || {
-        let crds = crds.clone();
-        let name = name.clone();
-        async move {
-            let current = crds.get(&name).await?;
-            let established = current
-                .status
-                .and_then(|s| s.conditions)
-                .unwrap_or_default()
-                .iter()
-                .any(|c| c.type_ == "Established" && c.status == "True");
-            Ok(established.then_some(()))
-        }
-    })
+    wait_for(
+        Duration::from_secs(60),
+        &format!("CRD {name} established"),
+        || {
+            let crds = crds.clone();
+            let name = name.clone();
+            async move {
+                let current = crds.get(&name).await?;
+                let established = current
+                    .status
+                    .and_then(|s| s.conditions)
+                    .unwrap_or_default()
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                Ok(established.then_some(()))
+            }
+        },
+    )
     .await?;
     // Established can precede discovery by a moment: wait until every served version lists.
     for version in crd.spec.versions.iter().filter(|v| v.served) {
         let gvk = GroupVersionKind::gvk(&crd.spec.group, &version.name, &crd.spec.names.kind);
         let resource = ApiResource::from_gvk_with_plural(&gvk, &crd.spec.names.plural);
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
-        wait_for(Duration::from_secs(60), &format!("{name} {} serving", version.name), || {
-            let api = api.clone();
-            async move { Ok(api.list(&ListParams::default().limit(1)).await.ok().map(|_| ())) }
-        })
+        wait_for(
+            Duration::from_secs(60),
+            &format!("{name} {} serving", version.name),
+            || {
+                let api = api.clone();
+                async move {
+                    Ok(api
+                        .list(&ListParams::default().limit(1))
+                        .await
+                        .ok()
+                        .map(|_| ()))
+                }
+            },
+        )
         .await?;
     }
     Ok(())

@@ -24,7 +24,8 @@ impl Fleet {
     pub async fn start_with(hub: ControlPlaneOptions, members: usize) -> Result<Self> {
         let hub_start = ControlPlane::start(hub);
         let member_starts = futures::future::join_all(
-            (1..=members).map(|i| ControlPlane::start(ControlPlaneOptions::named(&format!("member-{i}")))),
+            (1..=members)
+                .map(|i| ControlPlane::start(ControlPlaneOptions::named(&format!("member-{i}")))),
         );
         let (hub, members) = tokio::join!(hub_start, member_starts);
         let hub = hub?;
@@ -42,7 +43,11 @@ pub async fn shared_fleet() -> Result<&'static Fleet> {
             let fleet = Fleet::start(2).await?;
             Ok::<_, crate::BoxError>(Fleet {
                 hub: fleet.hub.into_shared(),
-                members: fleet.members.into_iter().map(ControlPlane::into_shared).collect(),
+                members: fleet
+                    .members
+                    .into_iter()
+                    .map(ControlPlane::into_shared)
+                    .collect(),
             })
         })
         .await

@@ -33,9 +33,10 @@ impl Pki {
     pub fn generate(name: &str) -> Result<Self, rcgen::Error> {
         let ca_key = KeyPair::generate()?;
         let mut ca_params = CertificateParams::new(Vec::<String>::new())?;
-        ca_params
-            .distinguished_name
-            .push(DnType::CommonName, format!("inventory-bridge test CA ({name})"));
+        ca_params.distinguished_name.push(
+            DnType::CommonName,
+            format!("inventory-bridge test CA ({name})"),
+        );
         ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca_params.key_usages = vec![
             KeyUsagePurpose::KeyCertSign,

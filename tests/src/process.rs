@@ -98,7 +98,12 @@ impl ManagedProcess {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let all: Vec<&str> = text.lines().collect();
         let start = all.len().saturating_sub(lines);
-        format!("--- last lines of {} ({}) ---\n{}", self.name, self.log.display(), all[start..].join("\n"))
+        format!(
+            "--- last lines of {} ({}) ---\n{}",
+            self.name,
+            self.log.display(),
+            all[start..].join("\n")
+        )
     }
 
     /// Kill the whole process group and reap the child.

@@ -6,9 +6,7 @@ use harness::{
     ControlPlane, ControlPlaneOptions, ForeignCrd, controllers, install_crds, shared_fleet,
     test_namespace, wait_for,
 };
-use k8s_openapi::api::authentication::v1::{
-    SelfSubjectReview, TokenRequest, TokenRequestSpec,
-};
+use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, PostParams};
@@ -100,7 +98,10 @@ async fn crd_with_cel_validation_rejects_a_bad_object() {
     match err {
         kube::Error::Api(status) => {
             assert_eq!(status.code, 422, "{status:?}");
-            assert!(status.message.contains("ClusterManager is immutable"), "{status:?}");
+            assert!(
+                status.message.contains("ClusterManager is immutable"),
+                "{status:?}"
+            );
         }
         other => panic!("unexpected error {other}"),
     }
@@ -130,10 +131,7 @@ async fn token_request_yields_a_token_that_authenticates() {
         .and_then(|s| s.user_info)
         .and_then(|u| u.username)
         .unwrap_or_default();
-    assert_eq!(
-        username,
-        format!("system:serviceaccount:{namespace}:probe")
-    );
+    assert_eq!(username, format!("system:serviceaccount:{namespace}:probe"));
 
     // Each control plane signs with its own key: the token means nothing to another member.
     let other = fleet.members[1].token_client(&token).await.unwrap();
@@ -141,7 +139,10 @@ async fn token_request_yields_a_token_that_authenticates() {
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await
         .expect_err("another member must not accept this token");
-    assert!(matches!(err, kube::Error::Api(ref s) if s.code == 401), "{err}");
+    assert!(
+        matches!(err, kube::Error::Api(ref s) if s.code == 401),
+        "{err}"
+    );
 }
 
 #[tokio::test]
@@ -193,7 +194,13 @@ async fn rbac_denies_what_was_not_granted() {
     let configmaps: Api<ConfigMap> = Api::namespaced(reader.clone(), &namespace);
     wait_for(Duration::from_secs(30), "granted list", || {
         let configmaps = configmaps.clone();
-        async move { Ok(configmaps.list(&ListParams::default()).await.ok().map(|_| ())) }
+        async move {
+            Ok(configmaps
+                .list(&ListParams::default())
+                .await
+                .ok()
+                .map(|_| ()))
+        }
     })
     .await
     .unwrap();
@@ -218,7 +225,10 @@ async fn rbac_denies_what_was_not_granted() {
             .await
             .expect_err("create was not granted"),
     ] {
-        assert!(matches!(err, kube::Error::Api(ref s) if s.code == 403), "{err}");
+        assert!(
+            matches!(err, kube::Error::Api(ref s) if s.code == 403),
+            "{err}"
+        );
     }
 }
 
@@ -249,9 +259,15 @@ async fn foreign_crds_install_from_pinned_upstream_modules() {
         ("multicluster.x-k8s.io", "ClusterProfile"),
         ("cluster.open-cluster-management.io", "ManagedCluster"),
         ("cluster.open-cluster-management.io", "ManagedClusterSet"),
-        ("cluster.open-cluster-management.io", "ManagedClusterSetBinding"),
+        (
+            "cluster.open-cluster-management.io",
+            "ManagedClusterSetBinding",
+        ),
         ("work.open-cluster-management.io", "ManifestWork"),
-        ("authentication.open-cluster-management.io", "ManagedServiceAccount"),
+        (
+            "authentication.open-cluster-management.io",
+            "ManagedServiceAccount",
+        ),
         ("cluster.x-k8s.io", "Cluster"),
         ("lib.projectsveltos.io", "SveltosCluster"),
         ("about.k8s.io", "ClusterProperty"),
@@ -260,14 +276,18 @@ async fn foreign_crds_install_from_pinned_upstream_modules() {
     for (group, kind) in expected {
         let found = discovery
             .get(group)
-            .map(|g| g.recommended_resources().iter().any(|(r, _)| r.kind == kind))
+            .map(|g| {
+                g.versions()
+                    .any(|v| g.versioned_resources(v).iter().any(|(r, _)| r.kind == kind))
+            })
             .unwrap_or(false);
         assert!(found, "{group}/{kind} is not served");
     }
     // The module cache path proves where the CRD came from: the pinned module version.
     let path = ForeignCrd::ManagedCluster.path().unwrap();
     assert!(
-        path.to_string_lossy().contains("open-cluster-management.io/api@v1.3.0"),
+        path.to_string_lossy()
+            .contains("open-cluster-management.io/api@v1.3.0"),
         "{}",
         path.display()
     );
@@ -302,7 +322,13 @@ async fn controller_manager_runs_the_chosen_controllers_and_drop_stops_everythin
     wait_for(Duration::from_secs(60), "namespace deleted", || {
         let namespaces = namespaces.clone();
         let namespace = namespace.clone();
-        async move { Ok(namespaces.get_opt(&namespace).await?.is_none().then_some(())) }
+        async move {
+            Ok(namespaces
+                .get_opt(&namespace)
+                .await?
+                .is_none()
+                .then_some(()))
+        }
     })
     .await
     .unwrap();

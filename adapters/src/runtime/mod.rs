@@ -94,9 +94,8 @@ pub fn init_tracing(format: LogFormat, filter: &str) -> Result<()> {
 pub async fn client_from(kubeconfig: Option<&std::path::Path>) -> Result<Client> {
     let config = match kubeconfig {
         Some(path) => {
-            let kubeconfig = Kubeconfig::read_from(path).map_err(|err| {
-                Error::ClientConfig(format!("reading {}: {err}", path.display()))
-            })?;
+            let kubeconfig = Kubeconfig::read_from(path)
+                .map_err(|err| Error::ClientConfig(format!("reading {}: {err}", path.display())))?;
             kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
                 .await
                 .map_err(|err| Error::ClientConfig(err.to_string()))?
@@ -206,7 +205,11 @@ impl Runtime {
     }
 
     /// As [`Runtime::run`], on an already bound listener (tests bind port 0).
-    pub async fn run_with_listener<F, Fut>(self, listener: TcpListener, controllers: F) -> Result<()>
+    pub async fn run_with_listener<F, Fut>(
+        self,
+        listener: TcpListener,
+        controllers: F,
+    ) -> Result<()>
     where
         F: Fn(LeaderContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
@@ -404,8 +407,15 @@ where
             return std::process::ExitCode::from(2);
         }
     };
-    info!(adapter = name, version = env!("CARGO_PKG_VERSION"), "starting");
-    match Runtime::new(name, args, client, metrics).run(controllers).await {
+    info!(
+        adapter = name,
+        version = env!("CARGO_PKG_VERSION"),
+        "starting"
+    );
+    match Runtime::new(name, args, client, metrics)
+        .run(controllers)
+        .await
+    {
         Ok(()) => {
             info!("stopped");
             std::process::ExitCode::SUCCESS
