@@ -2,6 +2,9 @@
 //! (from the pinned `sigs.k8s.io/cluster-inventory-api` module), and it round-trips a fully
 //! populated object on a real apiserver, status subresource included.
 
+// Integration test file: helpers panic on a broken fixture, which fails the test as it should.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::collections::BTreeMap;
 
 use adapters::apply::{Applier, ApplyOutcome};

@@ -1,5 +1,8 @@
 //! Proof that the harness is real: these tests pass only against a real kube-apiserver and etcd.
 
+// Integration test file: helpers panic on a broken fixture, which fails the test as it should.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::time::Duration;
 
 use harness::{

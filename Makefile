@@ -1,0 +1,36 @@
+# inventory-bridge: the two commands a newcomer needs are `make demo` and `make test`.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+CARGO ?= cargo
+
+.PHONY: help
+help: ## List the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
+
+.PHONY: toolchain
+toolchain: ## Check Rust and Go are there; add rustfmt/clippy when rustup can
+	@command -v $(CARGO) >/dev/null || { echo "Rust (cargo) is required: https://rustup.rs" >&2; exit 1; }
+	@command -v go >/dev/null || { echo "Go is required: https://go.dev/dl" >&2; exit 1; }
+	@if command -v rustup >/dev/null; then rustup component add rustfmt clippy >/dev/null 2>&1 || true; fi
+
+.PHONY: controlplane
+controlplane: toolchain ## Build (once, cached) the etcd + kube-apiserver + kube-controller-manager binary
+	@bash tests/controlplane/build.sh >/dev/null
+
+.PHONY: crds
+crds: ## Regenerate the committed ClusterProfile CRD from the Rust types
+	$(CARGO) run -q -p adapters --example crdgen charts/crds/multicluster.x-k8s.io_clusterprofiles.yaml
+
+.PHONY: lint
+lint: toolchain ## cargo fmt --check and clippy with warnings denied
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+.PHONY: test
+test: lint controlplane ## Everything: lint, unit tests, and integration tests on real control planes
+	$(CARGO) test --workspace --locked
+
+.PHONY: demo
+demo: controlplane ## Start a local hub and two members and print how to reach them (Ctrl-C stops)
+	$(CARGO) run -q -p inventory-bridge-tests --bin fleet -- --members 2
