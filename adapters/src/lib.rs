@@ -4,7 +4,10 @@
 pub mod apply;
 pub mod crd;
 pub mod error;
+pub mod names;
 pub mod profile;
 pub mod runtime;
+pub mod source;
+pub mod status;
 
 pub use error::{Categorized, Category, Error, Result};
