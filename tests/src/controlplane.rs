@@ -301,6 +301,15 @@ impl ControlPlane {
         self
     }
 
+    /// Process ids of its running processes (etcd, apiserver, controller-manager).
+    pub fn pids(&self) -> Vec<u32> {
+        [&self.etcd, &self.apiserver, &self.controller_manager]
+            .into_iter()
+            .flatten()
+            .map(ManagedProcess::pid)
+            .collect()
+    }
+
     /// Name of this control plane.
     pub fn name(&self) -> &str {
         &self.name

@@ -347,3 +347,82 @@ async fn controller_manager_runs_the_chosen_controllers_and_drop_stops_everythin
         "apiserver still listening on {port}"
     );
 }
+
+fn alive(pid: u32) -> bool {
+    // A reaped process has no /proc entry; a zombie would still show, so check its state too.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|stat| {
+            !stat
+                .split_whitespace()
+                .nth(2)
+                .is_some_and(|state| state == "Z")
+        })
+        .unwrap_or(false)
+}
+
+#[tokio::test]
+async fn a_panicking_test_leaves_no_process_behind() {
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let outcome = tokio::spawn(async move {
+        let control_plane = ControlPlane::start(ControlPlaneOptions::named("doomed"))
+            .await
+            .unwrap();
+        tx.send((control_plane.pids(), control_plane.dir().to_path_buf()))
+            .unwrap();
+        panic!("a test failing while it holds a control plane");
+    })
+    .await;
+    assert!(outcome.unwrap_err().is_panic());
+    let (pids, dir) = rx.await.unwrap();
+    assert_eq!(pids.len(), 2, "etcd and kube-apiserver");
+    for pid in pids {
+        assert!(!alive(pid), "process {pid} survived the panic");
+    }
+    assert!(!dir.exists(), "{} survived the panic", dir.display());
+}
+
+#[tokio::test]
+async fn a_killed_test_process_takes_its_control_planes_with_it() {
+    use std::io::BufRead;
+    // The fleet command uses the same harness; SIGKILL gives it no chance to clean up, so only
+    // the parent-death signal set on every child can stop its control planes.
+    let kubeconfigs = std::env::temp_dir().join(format!("fleet-kill-{}", std::process::id()));
+    let mut fleet = std::process::Command::new(env!("CARGO_BIN_EXE_fleet"))
+        .args(["--members", "1", "--dir"])
+        .arg(&kubeconfigs)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = std::io::BufReader::new(fleet.stdout.take().unwrap());
+    let mut pids = Vec::new();
+    for line in stdout.lines() {
+        let line = line.unwrap();
+        if let Some(list) = line.strip_prefix("pids ").and_then(|l| l.split_once(": ")) {
+            pids.extend(
+                list.1
+                    .trim_matches(['[', ']'])
+                    .split(", ")
+                    .filter_map(|p| p.parse::<u32>().ok()),
+            );
+        }
+        if line.starts_with("Ctrl-C") {
+            break;
+        }
+    }
+    assert_eq!(
+        pids.len(),
+        4,
+        "hub and one member, etcd + apiserver each: {pids:?}"
+    );
+    assert!(pids.iter().all(|pid| alive(*pid)));
+    fleet.kill().unwrap();
+    fleet.wait().unwrap();
+    wait_for(Duration::from_secs(10), "children gone", || {
+        let pids = pids.clone();
+        async move { Ok(pids.iter().all(|pid| !alive(*pid)).then_some(())) }
+    })
+    .await
+    .unwrap();
+    let _ = std::fs::remove_dir_all(kubeconfigs);
+}

@@ -92,6 +92,9 @@ async fn run(options: Options) -> harness::Result<()> {
             .map(|p| p.display().to_string())
             .unwrap_or_default()
     );
+    for control_plane in std::iter::once(&fleet.hub).chain(&fleet.members) {
+        println!("pids {}: {:?}", control_plane.name(), control_plane.pids());
+    }
     if options.exit_when_ready {
         return Ok(());
     }
