@@ -352,10 +352,9 @@ fn alive(pid: u32) -> bool {
     // A reaped process has no /proc entry; a zombie would still show, so check its state too.
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .map(|stat| {
-            !stat
-                .split_whitespace()
+            stat.split_whitespace()
                 .nth(2)
-                .is_some_and(|state| state == "Z")
+                .is_none_or(|state| state != "Z")
         })
         .unwrap_or(false)
 }
