@@ -337,36 +337,20 @@ impl ControlPlane {
 
     /// Admin kubeconfig (client certificate in group `system:masters`).
     pub fn admin_kubeconfig_yaml(&self) -> String {
-        format!(
-            r#"apiVersion: v1
-kind: Config
-clusters:
-- name: {name}
-  cluster:
-    server: {server}
-    certificate-authority-data: {ca}
-users:
-- name: {name}-admin
-  user:
-    client-certificate-data: {cert}
-    client-key-data: {key}
-contexts:
-- name: {name}
-  context:
-    cluster: {name}
-    user: {name}-admin
-current-context: {name}
-"#,
-            name = self.name,
-            server = self.server(),
-            ca = BASE64.encode(&self.pki.ca_cert),
-            cert = BASE64.encode(&self.pki.admin_cert),
-            key = BASE64.encode(&self.pki.admin_key),
-        )
+        self.kubeconfig_yaml(&format!(
+            "client-certificate-data: {}\n    client-key-data: {}",
+            BASE64.encode(&self.pki.admin_cert),
+            BASE64.encode(&self.pki.admin_key)
+        ))
     }
 
     /// A kubeconfig that authenticates with a bearer `token` (for ServiceAccount tokens).
     pub fn token_kubeconfig_yaml(&self, token: &str) -> String {
+        self.kubeconfig_yaml(&format!("token: {token}"))
+    }
+
+    /// One cluster, one user with `credentials` (YAML lines under `user:`), one context.
+    fn kubeconfig_yaml(&self, credentials: &str) -> String {
         format!(
             r#"apiVersion: v1
 kind: Config
@@ -376,14 +360,14 @@ clusters:
     server: {server}
     certificate-authority-data: {ca}
 users:
-- name: token
+- name: {name}-user
   user:
-    token: {token}
+    {credentials}
 contexts:
 - name: {name}
   context:
     cluster: {name}
-    user: token
+    user: {name}-user
 current-context: {name}
 "#,
             name = self.name,

@@ -11,6 +11,7 @@
 // Test support: a broken fixture should fail the test loudly, so panicking helpers are fine here.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod apiserver_metrics;
 pub mod binary;
 pub mod controlplane;
 pub mod crds;

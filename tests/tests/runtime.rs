@@ -196,18 +196,10 @@ async fn one_leader_writes_the_standby_is_ready_and_takes_over_on_shutdown() {
     second.task.await.unwrap().unwrap();
 }
 
-/// Sum of `apiserver_request_total` for one verb and resource, from the apiserver's own metrics.
-async fn apiserver_requests(client: &kube::Client, verb: &str, resource: &str) -> u64 {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.unwrap();
-    text.lines()
-        .filter(|line| line.starts_with("apiserver_request_total{"))
-        .filter(|line| {
-            line.contains(&format!("verb=\"{verb}\""))
-                && line.contains(&format!("resource=\"{resource}\""))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+async fn configmap_writes(client: &kube::Client) -> u64 {
+    harness::apiserver_metrics::request_count(client, &["APPLY", "PATCH"], "configmaps")
+        .await
+        .unwrap()
 }
 
 #[tokio::test]
@@ -239,8 +231,7 @@ async fn apply_writes_only_when_something_changed() {
         applier.apply(&api, &first, None, false).await.unwrap(),
         ApplyOutcome::Applied
     );
-    let before = apiserver_requests(&client, "APPLY", "configmaps").await
-        + apiserver_requests(&client, "PATCH", "configmaps").await;
+    let before = configmap_writes(&client).await;
     for _ in 0..20 {
         let current = api.get("subject").await.unwrap();
         assert_eq!(
@@ -251,8 +242,7 @@ async fn apply_writes_only_when_something_changed() {
             ApplyOutcome::Unchanged
         );
     }
-    let after = apiserver_requests(&client, "APPLY", "configmaps").await
-        + apiserver_requests(&client, "PATCH", "configmaps").await;
+    let after = configmap_writes(&client).await;
     assert_eq!(after, before, "steady state must send no writes");
 
     // A label that disappears from what we want disappears from the object.
@@ -268,8 +258,7 @@ async fn apply_writes_only_when_something_changed() {
     let labels = api.get("subject").await.unwrap().metadata.labels.unwrap();
     assert_eq!(labels.get("env").map(String::as_str), Some("prod"));
     assert!(!labels.contains_key("team"), "{labels:?}");
-    let counted = apiserver_requests(&client, "APPLY", "configmaps").await
-        + apiserver_requests(&client, "PATCH", "configmaps").await;
+    let counted = configmap_writes(&client).await;
     assert_eq!(counted, after + 1);
 }
 
