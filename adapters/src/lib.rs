@@ -8,3 +8,8 @@ pub mod profile;
 pub mod runtime;
 
 pub use error::{Categorized, Category, Error, Result};
+pub mod access;
+pub mod kubeconfig;
+pub mod member;
+pub mod sensitive;
+pub mod sink;
