@@ -68,13 +68,16 @@ pub enum ExecError {
     Extension(String),
 }
 
+/// Arguments and environment variables of one plugin run.
+pub type CommandSpec = (Vec<String>, Vec<(String, String)>);
+
 /// The command line and environment to run: the provider file's, plus the profile's only as the
 /// provider's policies allow. Pure, so the policy rules are unit-tested.
 pub fn command_spec(
     exec: &ExecConfig,
     entry: &ProviderEntry,
     cluster: &Cluster,
-) -> Result<(Vec<String>, Vec<(String, String)>), ExecError> {
+) -> Result<CommandSpec, ExecError> {
     let mut args = exec.args.clone();
     if entry.profile_sourced_cli_args_policy == ArgsPolicy::Append
         && let Some(extra) = cluster.extension(EXTENSION_EXEC_ADDITIONAL_ARGS)

@@ -609,7 +609,7 @@ impl<S: Sink> Engine<S> {
 
     /// Add our finalizer (server-side apply of just that list entry) if it is missing.
     async fn ensure_finalizer(&self, object: &DynamicObject) -> Result<(), Failure> {
-        if object.finalizers().iter().any(|f| *f == self.finalizer) {
+        if object.finalizers().contains(&self.finalizer) {
             return Ok(());
         }
         self.apply_finalizer(object, true).await
@@ -767,7 +767,7 @@ impl<S: Sink> Engine<S> {
             "Register",
         )
         .await;
-        let holds_finalizer = object.finalizers().iter().any(|f| *f == self.finalizer);
+        let holds_finalizer = object.finalizers().contains(&self.finalizer);
         if had_registration || holds_finalizer {
             self.delete_hub_objects(&key.0, uid).await?;
             if holds_finalizer {
@@ -782,7 +782,7 @@ impl<S: Sink> Engine<S> {
 
     async fn cleanup(&self, object: &DynamicObject) -> Result<Action, Failure> {
         let key = key_of(object);
-        if !object.finalizers().iter().any(|f| *f == self.finalizer) {
+        if !object.finalizers().contains(&self.finalizer) {
             self.forget(&key);
             return Ok(Action::await_change());
         }
@@ -960,6 +960,7 @@ impl<S: Sink> Engine<S> {
             }
         }
         let mut selected: HashSet<String> = HashSet::new();
+        let mut selected_keys: HashSet<Key> = HashSet::new();
         let mut unselected_with_finalizer = Vec::new();
         let scopes: Vec<Option<String>> = if self.options.inventory_namespaces.is_empty() {
             vec![None]
@@ -982,10 +983,16 @@ impl<S: Sink> Engine<S> {
             }
             let matching = api.list_metadata(&params).await?;
             selected.extend(matching.items.iter().filter_map(|p| p.metadata.uid.clone()));
+            selected_keys.extend(matching.items.iter().map(|p| {
+                (
+                    p.metadata.namespace.clone().unwrap_or_default(),
+                    p.metadata.name.clone().unwrap_or_default(),
+                )
+            }));
             if self.options.profile_selector.is_some() {
                 let everything = api.list(&ListParams::default()).await?;
                 unselected_with_finalizer.extend(everything.items.into_iter().filter(|p| {
-                    p.finalizers().iter().any(|f| *f == self.finalizer)
+                    p.finalizers().contains(&self.finalizer)
                         && !p.uid().is_some_and(|uid| selected.contains(&uid))
                 }));
             }
@@ -1017,7 +1024,8 @@ impl<S: Sink> Engine<S> {
             self.forget(&key_of(&profile));
         }
         if let Ok(mut states) = self.states.lock() {
-            states.retain(|_, s| s.uid.is_empty() || selected.contains(&s.uid));
+            // Forget profiles that are gone or no longer selected (memory stays bounded).
+            states.retain(|key, _| selected_keys.contains(key));
         }
         Ok(())
     }
@@ -1111,7 +1119,7 @@ async fn reconcile<S: Sink>(
         Err(failure) => {
             engine
                 .metrics
-                .observe_reconcile(Err(crate::error::Category::InvalidInput), seconds);
+                .observe_reconcile(Err(core_category(failure.category)), seconds);
             let action = if deleting { "Cleanup" } else { "Register" };
             engine
                 .report(
@@ -1126,6 +1134,18 @@ async fn reconcile<S: Sink>(
                 None => Action::await_change(),
             })
         }
+    }
+}
+
+/// The shared core category of a sink failure, for `inventory_bridge_reconciles_total`.
+fn core_category(category: &str) -> crate::error::Category {
+    use crate::error::Category;
+    match category {
+        "member-unreachable" | "mint-failed" | "hub-write" => Category::KubeApi,
+        "member-refused" => Category::Forbidden,
+        "name-conflict" => Category::Conflict,
+        "provider-config" => Category::Config,
+        _ => Category::InvalidInput,
     }
 }
 
