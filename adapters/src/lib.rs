@@ -11,3 +11,8 @@ pub mod source;
 pub mod status;
 
 pub use error::{Categorized, Category, Error, Result};
+pub mod access;
+pub mod kubeconfig;
+pub mod member;
+pub mod sensitive;
+pub mod sink;

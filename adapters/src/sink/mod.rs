@@ -1,0 +1,480 @@
+//! The sink engine: ClusterProfiles become consumer registrations, each with its own minted,
+//! rotating, revocable member identity.
+//!
+//! A sink adapter supplies a [`Sink`]: its name, its default member identity, the hub kinds it
+//! writes and one pure [`Sink::render`]. The engine does the rest: watching profiles (namespaces and
+//! label selector), dropping duplicates by member id, resolving bootstrap access (provider file,
+//! built-in providers, exec plugins), minting and verifying the member identity, applying the
+//! rendered hub objects, rotating tokens, cleaning up on deletion behind a bounded finalizer, and
+//! sweeping orphans.
+
+pub mod duplicates;
+mod engine;
+pub mod metrics;
+pub mod schedule;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use k8s_openapi::api::rbac::v1::PolicyRule;
+use k8s_openapi::jiff::Timestamp;
+use kube::core::ApiResource;
+use serde_json::Value;
+
+pub use engine::run;
+pub use metrics::SinkMetrics;
+pub use schedule::RenewalPolicy;
+
+use crate::access::ProviderFile;
+use crate::error::{Error, Result};
+use crate::kubeconfig::KubeconfigNames;
+use crate::member::{MIN_TOKEN_TTL, MemberIdentity};
+use crate::profile::ClusterProfile;
+use crate::runtime::{Metrics, RuntimeArgs};
+use crate::sensitive::Sensitive;
+
+/// Label on every hub object a sink writes: which sink.
+pub const LABEL_SINK: &str = crate::member::LABEL_SINK;
+/// Label on every hub object a sink writes: the uid of the profile it was rendered from.
+pub const LABEL_PROFILE_UID: &str = "inventory-bridge.io/profile-uid";
+/// Label on every hub object a sink writes: the namespace (inventory) of that profile.
+pub const LABEL_PROFILE_NAMESPACE: &str = "inventory-bridge.io/profile-namespace";
+/// Annotation: `<namespace>/<name>` of the profile.
+pub const ANNOTATION_PROFILE: &str = "inventory-bridge.io/profile";
+/// Annotation on the credential Secret: when the published token expires (RFC 3339).
+pub const ANNOTATION_TOKEN_EXPIRES_AT: &str = "inventory-bridge.io/token-expires-at";
+/// Annotation on the credential Secret: when the engine plans to renew it (RFC 3339).
+pub const ANNOTATION_TOKEN_RENEW_AFTER: &str = "inventory-bridge.io/token-renew-after";
+
+/// The credential the engine minted for one profile, handed to [`Sink::render`].
+#[derive(Clone, Debug)]
+pub struct MintedCredential {
+    /// A kubeconfig with one cluster, one token user and one context (namespace = the account's).
+    pub kubeconfig: Sensitive,
+    /// The token alone (for consumers that want `bearerToken` rather than a kubeconfig).
+    pub token: Sensitive,
+    /// The member's API server URL.
+    pub server: String,
+    /// The member's CA (PEM), if the profile gave one.
+    pub ca_pem: Option<String>,
+    /// `tls-server-name`, if the profile gave one.
+    pub tls_server_name: Option<String>,
+    /// When the token expires.
+    pub expires_at: Timestamp,
+    /// The ServiceAccount's namespace on the member.
+    pub namespace: String,
+    /// The ServiceAccount's name on the member.
+    pub service_account: String,
+}
+
+/// Where a sink writes for one profile.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SinkConfig {
+    /// Namespace of the hub objects for this profile.
+    pub namespace: String,
+}
+
+/// One hub object a sink wants: its kind and its content (with `metadata.name` and
+/// `metadata.namespace`). The engine adds its own labels and annotations and applies it.
+#[derive(Clone, Debug)]
+pub struct DesiredObject {
+    /// Kind of the object.
+    pub resource: ApiResource,
+    /// The object (`apiVersion`, `kind`, `metadata`, ...).
+    pub object: Value,
+}
+
+/// A per-profile problem: a bounded category and a message naming the field, never a secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    /// Bounded category (metric label).
+    pub category: &'static str,
+    /// Human explanation.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem.
+    pub fn new(category: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            category,
+            message: message.into(),
+        }
+    }
+}
+
+/// What [`Sink::render`] produces: the objects, plus problems that did not prevent rendering
+/// (e.g. a label value skipped), which the engine reports.
+#[derive(Clone, Debug, Default)]
+pub struct Rendered {
+    /// Objects to apply, in order.
+    pub objects: Vec<DesiredObject>,
+    /// Non-fatal problems to report.
+    pub warnings: Vec<Problem>,
+}
+
+/// A consumer of ClusterProfiles. Everything but `render` is a constant description.
+pub trait Sink: Send + Sync + 'static {
+    /// Adapter name: field manager, Event reporter, label value, finalizer part.
+    const NAME: &'static str;
+    /// Default namespace of the member ServiceAccount.
+    const DEFAULT_MEMBER_NAMESPACE: &'static str;
+    /// Default member ServiceAccount name.
+    const DEFAULT_SERVICE_ACCOUNT: &'static str;
+
+    /// Default rules of the member ClusterRole (what the consumer's own registration tool grants).
+    fn default_member_rules() -> Vec<PolicyRule>;
+
+    /// Names inside the minted kubeconfig.
+    fn kubeconfig_names() -> KubeconfigNames;
+
+    /// The hub kinds `render` produces (for deletion and the orphan sweep).
+    fn hub_kinds() -> Vec<ApiResource>;
+
+    /// The hub objects for `profile` with `credential`. Pure: no I/O.
+    fn render(
+        &self,
+        profile: &ClusterProfile,
+        credential: &MintedCredential,
+        config: &SinkConfig,
+    ) -> std::result::Result<Rendered, Problem>;
+}
+
+/// The engine's settings, resolved from [`SinkArgs`] (or built directly by tests).
+#[derive(Clone, Debug)]
+pub struct SinkOptions {
+    /// Inventories to watch; empty means all namespaces.
+    pub inventory_namespaces: Vec<String>,
+    /// Label selector on profiles.
+    pub profile_selector: Option<String>,
+    /// Namespace of the hub objects; `None` means each profile's own namespace.
+    pub target_namespace: Option<String>,
+    /// Bootstrap access providers.
+    pub providers: ProviderFile,
+    /// Namespace of `token-secret` Secrets named by `{clusterName}`; default: the profile's.
+    pub credentials_namespace: Option<String>,
+    /// What to create on members.
+    pub identity: MemberIdentity,
+    /// Requested token lifetime.
+    pub token_ttl: Duration,
+    /// When to renew.
+    pub renewal: RenewalPolicy,
+    /// Leave the member identity in place when a profile is deleted.
+    pub keep_member_identity: bool,
+    /// How long deletion waits for an unreachable member before giving up on it.
+    pub cleanup_timeout: Duration,
+    /// Exec plugin timeout.
+    pub exec_timeout: Duration,
+    /// Connect/read timeout of member requests.
+    pub member_timeout: Duration,
+    /// Longest retry backoff.
+    pub max_backoff: Duration,
+    /// Profiles reconciled at once.
+    pub concurrency: u16,
+    /// Orphan sweep period (also the longest time between two checks of a profile).
+    pub resync: Duration,
+}
+
+impl SinkOptions {
+    /// Defaults for sink `S` (all namespaces, built-in providers, 24 h tokens).
+    pub fn defaults<S: Sink>() -> Self {
+        Self {
+            inventory_namespaces: Vec::new(),
+            profile_selector: None,
+            target_namespace: None,
+            providers: ProviderFile::default(),
+            credentials_namespace: None,
+            identity: MemberIdentity::new(
+                S::NAME,
+                S::DEFAULT_MEMBER_NAMESPACE,
+                S::DEFAULT_SERVICE_ACCOUNT,
+                S::default_member_rules(),
+            ),
+            token_ttl: Duration::from_secs(24 * 3600),
+            renewal: RenewalPolicy::default(),
+            keep_member_identity: false,
+            cleanup_timeout: Duration::from_secs(300),
+            exec_timeout: Duration::from_secs(30),
+            member_timeout: Duration::from_secs(15),
+            max_backoff: Duration::from_secs(300),
+            concurrency: 8,
+            resync: Duration::from_secs(300),
+        }
+    }
+}
+
+/// Flags every sink shares. Each falls back to the environment variable named beside it.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SinkArgs {
+    /// Inventory namespace to watch (repeatable, or comma-separated); none means all namespaces.
+    #[arg(
+        long = "inventory-namespace",
+        env = "IB_INVENTORY_NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub inventory_namespaces: Vec<String>,
+
+    /// Label selector choosing which ClusterProfiles to register.
+    #[arg(long, env = "IB_PROFILE_SELECTOR")]
+    pub profile_selector: Option<String>,
+
+    /// Provider file (KEP-4322 JSON): which access providers to use, in order, and how.
+    /// Without it: the built-in `kubeconfig-secret` then `token-secret`.
+    #[arg(long, env = "IB_CLUSTERPROFILE_PROVIDER_FILE")]
+    pub clusterprofile_provider_file: Option<PathBuf>,
+
+    /// Namespace of `token-secret` Secrets given as `{clusterName}` (default: the profile's).
+    #[arg(long, env = "IB_CREDENTIALS_NAMESPACE")]
+    pub credentials_namespace: Option<String>,
+
+    /// File of RBAC PolicyRules (YAML/JSON list) for the member ClusterRole, replacing the sink's
+    /// default rules.
+    #[arg(long, env = "IB_MEMBER_RULES")]
+    pub member_rules: Option<PathBuf>,
+
+    /// Namespace of the member ServiceAccount (default: the sink's).
+    #[arg(long, env = "IB_MEMBER_NAMESPACE")]
+    pub member_namespace: Option<String>,
+
+    /// Name of the member ServiceAccount (default: the sink's).
+    #[arg(long, env = "IB_MEMBER_SERVICE_ACCOUNT")]
+    pub member_service_account: Option<String>,
+
+    /// Lifetime of minted tokens (minimum 10m, the apiserver's floor), e.g. `24h`, `90m`.
+    #[arg(long, env = "IB_TOKEN_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub token_ttl: Duration,
+
+    /// Keep the member ServiceAccount and binding when a profile is deleted.
+    #[arg(long, env = "IB_KEEP_MEMBER_IDENTITY", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub keep_member_identity: bool,
+
+    /// How long deletion waits for an unreachable member before giving up on the member side.
+    #[arg(long, env = "IB_CLEANUP_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub cleanup_timeout: Duration,
+
+    /// Exec credential plugin timeout.
+    #[arg(long, env = "IB_EXEC_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub exec_timeout: Duration,
+
+    /// Connect and read timeout of requests to members.
+    #[arg(long, env = "IB_MEMBER_TIMEOUT", default_value = "15s", value_parser = parse_duration)]
+    pub member_timeout: Duration,
+
+    /// Profiles reconciled concurrently.
+    #[arg(long, env = "IB_CONCURRENCY", default_value_t = 8)]
+    pub concurrency: u16,
+
+    /// Orphan sweep period.
+    #[arg(long, env = "IB_RESYNC", default_value = "5m", value_parser = parse_duration)]
+    pub resync: Duration,
+}
+
+impl SinkArgs {
+    /// Resolve flags into options for sink `S`: reads the provider and rules files.
+    pub fn resolve<S: Sink>(&self, target_namespace: Option<String>) -> Result<SinkOptions> {
+        let mut options = SinkOptions::defaults::<S>();
+        if self.token_ttl < MIN_TOKEN_TTL {
+            return Err(Error::Config(format!(
+                "--token-ttl {:?} is below the minimum of 10m (the apiserver refuses shorter TokenRequests)",
+                self.token_ttl
+            )));
+        }
+        if let Some(path) = &self.clusterprofile_provider_file {
+            options.providers = ProviderFile::read(path)
+                .map_err(|err| Error::Config(format!("--clusterprofile-provider-file: {err}")))?;
+        }
+        let rules = match &self.member_rules {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|err| {
+                    Error::Config(format!("--member-rules {}: {err}", path.display()))
+                })?;
+                crate::member::parse_rules(&text).map_err(|err| {
+                    Error::Config(format!("--member-rules {}: {err}", path.display()))
+                })?
+            }
+            None => S::default_member_rules(),
+        };
+        let namespace = self
+            .member_namespace
+            .clone()
+            .unwrap_or_else(|| S::DEFAULT_MEMBER_NAMESPACE.to_string());
+        let account = self
+            .member_service_account
+            .clone()
+            .unwrap_or_else(|| S::DEFAULT_SERVICE_ACCOUNT.to_string());
+        options.identity = MemberIdentity::new(S::NAME, &namespace, &account, rules);
+        options.inventory_namespaces = self
+            .inventory_namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect();
+        options.profile_selector = self.profile_selector.clone().filter(|s| !s.is_empty());
+        options.target_namespace = target_namespace.filter(|s| !s.is_empty());
+        options.credentials_namespace = self.credentials_namespace.clone();
+        options.token_ttl = self.token_ttl;
+        options.keep_member_identity = self.keep_member_identity;
+        options.cleanup_timeout = self.cleanup_timeout;
+        options.exec_timeout = self.exec_timeout;
+        options.member_timeout = self.member_timeout;
+        options.concurrency = self.concurrency.max(1);
+        options.resync = self.resync.max(Duration::from_secs(10));
+        Ok(options)
+    }
+}
+
+/// Parse `90s`, `10m`, `24h`, `1h30m`, `2d` (or plain seconds).
+pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(seconds));
+    }
+    let mut total = 0u64;
+    let mut number = String::new();
+    for c in text.chars() {
+        if c.is_ascii_digit() {
+            number.push(c);
+            continue;
+        }
+        let unit = match c {
+            's' => 1,
+            'm' => 60,
+            'h' => 3600,
+            'd' => 86400,
+            _ => return Err(format!("{text:?}: unknown unit {c:?} (use s, m, h, d)")),
+        };
+        let n: u64 = number
+            .parse()
+            .map_err(|_| format!("{text:?}: a number must precede {c:?}"))?;
+        total = total.saturating_add(n.saturating_mul(unit));
+        number.clear();
+    }
+    if !number.is_empty() || total == 0 {
+        return Err(format!("{text:?} is not a duration like 90s, 10m, 24h"));
+    }
+    Ok(Duration::from_secs(total))
+}
+
+/// A valid label value (≤ 63 characters, alphanumeric at both ends, `-_.` inside), or empty.
+pub fn is_valid_label_value(value: &str) -> bool {
+    value.is_empty()
+        || (value.len() <= 63
+            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && value.ends_with(|c: char| c.is_ascii_alphanumeric())
+            && value
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
+}
+
+/// A valid label key: optional DNS-subdomain prefix and `/`, then a name like a label value.
+pub fn is_valid_label_key(key: &str) -> bool {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((prefix, name)) => (Some(prefix), name),
+        None => (None, key),
+    };
+    let prefix_ok = prefix.is_none_or(|p| {
+        !p.is_empty()
+            && p.len() <= 253
+            && p.split('.').all(|part| {
+                !part.is_empty()
+                    && part.len() <= 63
+                    && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
+                    && part
+                        .chars()
+                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+            })
+    });
+    prefix_ok && !name.is_empty() && is_valid_label_value(name)
+}
+
+/// `<base><suffix>`, kept within `max` characters (DNS names): when too long, the base is cut
+/// and a short stable hash of the full base is inserted, so distinct bases stay distinct.
+pub fn bounded_name(base: &str, suffix: &str, max: usize) -> String {
+    let full = format!("{base}{suffix}");
+    if full.len() <= max {
+        return full;
+    }
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    base.hash(&mut hasher);
+    let hash = format!("{:08x}", hasher.finish() & 0xffff_ffff);
+    let keep = max.saturating_sub(suffix.len() + hash.len() + 1);
+    let cut = base[..keep.min(base.len())].trim_end_matches(['-', '.']);
+    format!("{cut}-{hash}{suffix}")
+}
+
+/// Everything a sink binary's `main` does: shared runtime flags, sink flags, the sink value and
+/// where its hub objects go; returns the process exit code.
+pub async fn run_main<S: Sink>(
+    runtime: RuntimeArgs,
+    args: SinkArgs,
+    sink: S,
+    target_namespace: Option<String>,
+) -> std::process::ExitCode {
+    let options = match args.resolve::<S>(target_namespace) {
+        Ok(options) => options,
+        Err(err) => {
+            eprintln!("{}: {err}", S::NAME);
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let mut metrics = Metrics::new(S::NAME);
+    let sink_metrics = SinkMetrics::register(metrics.registry_mut());
+    let sink = Arc::new(sink);
+    crate::runtime::run_main(S::NAME, runtime, metrics, move |context| {
+        run(sink.clone(), options.clone(), sink_metrics.clone(), context)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_and_bad_ones_are_refused() {
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86400)));
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration("600"), Ok(Duration::from_secs(600)));
+        assert_eq!(parse_duration("10m"), Ok(Duration::from_secs(600)));
+        for bad in ["", "h", "10x", "5m3", "0s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn label_validation_matches_kubernetes_rules() {
+        for ok in ["", "a", "v1.36.3", "prod_eu-1", &"a".repeat(63)] {
+            assert!(is_valid_label_value(ok), "{ok}");
+        }
+        for bad in ["-a", "a-", "a b", "ä", &"a".repeat(64), "a/b"] {
+            assert!(!is_valid_label_value(bad), "{bad}");
+        }
+        for ok in [
+            "env",
+            "id.k8s.io",
+            "cluster.clusterset.k8s.io",
+            "x-k8s.io/cluster-manager",
+        ] {
+            assert!(is_valid_label_key(ok), "{ok}");
+        }
+        for bad in ["", "/a", "Upper.io/a", "a/", "a b"] {
+            assert!(!is_valid_label_key(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn long_names_are_bounded_and_stay_distinct() {
+        assert_eq!(
+            bounded_name("p", "-sveltos-kubeconfig", 253),
+            "p-sveltos-kubeconfig"
+        );
+        let a = bounded_name(&"a".repeat(250), "-sveltos-kubeconfig", 253);
+        let b = bounded_name(&format!("{}b", "a".repeat(249)), "-sveltos-kubeconfig", 253);
+        assert!(a.len() <= 253 && b.len() <= 253);
+        assert!(a.ends_with("-sveltos-kubeconfig"));
+        assert_ne!(a, b);
+    }
+}
