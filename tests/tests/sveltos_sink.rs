@@ -1281,7 +1281,12 @@ async fn bad_inputs_are_reported_and_never_block_the_others() {
     )
     .await;
     let stderr_secret = "s3cr3t0k3n0123456789abcdefABCDEF0123456789".to_string();
-    let hang = plugin(&format!("hang-{ns}"), "exec sleep 30");
+    // The hanging plugin hangs in a child of its own, as wrappers do: the timeout must end both.
+    let hang_marker = format!("30.{}", std::process::id());
+    let hang = plugin(
+        &format!("hang-{ns}"),
+        &format!("sleep {hang_marker} &\nwait"),
+    );
     let garbage = plugin(
         &format!("garbage-{ns}"),
         "echo 'this is not an ExecCredential'",
@@ -1455,6 +1460,38 @@ async fn bad_inputs_are_reported_and_never_block_the_others() {
             "{profile}"
         );
     }
+    // The engine retries the hanging plugin, so a child of the attempt in flight may be alive
+    // (at most 3 s old: the plugin timeout); none may be older than 8 s. Waiting 8 s after the
+    // first timeout makes a survivor of that first attempt at least 11 s old.
+    wait_event(&hub, &ns, "hanging", "ExecPluginFailed").await;
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    let uptime: f64 = std::fs::read_to_string("/proc/uptime")
+        .unwrap()
+        .split_whitespace()
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let survivors: Vec<f64> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|entry| {
+            std::fs::read(entry.path().join("cmdline"))
+                .is_ok_and(|cmdline| String::from_utf8_lossy(&cmdline).contains(&hang_marker))
+        })
+        .filter_map(|entry| std::fs::read_to_string(entry.path().join("stat")).ok())
+        .filter_map(|stat| {
+            // Field 22 (after the parenthesised command): start time in clock ticks (100/s).
+            let after_command = stat.rsplit_once(')')?.1;
+            let start_ticks: f64 = after_command.split_whitespace().nth(19)?.parse().ok()?;
+            Some(uptime - start_ticks / 100.0)
+        })
+        .filter(|age| *age > 8.0)
+        .collect();
+    assert!(
+        survivors.is_empty(),
+        "children of the hung plugin outlived its timeout: ages {survivors:?}"
+    );
     let failing_note = wait_event(&hub, &ns, "failing", "ExecPluginFailed").await;
     assert!(failing_note.contains("exit status: 7"), "{failing_note}");
 

@@ -187,6 +187,15 @@ pub fn parse_output(exec: &ExecConfig, stdout: &[u8]) -> Result<Credential, Stri
     }
 }
 
+fn kill_group(group: Option<u32>) {
+    if let Some(pid) = group.and_then(|pid| i32::try_from(pid).ok()) {
+        let _ = nix::sys::signal::killpg(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+}
+
 /// Run the plugin and return its credential.
 pub async fn run(
     exec: &ExecConfig,
@@ -204,11 +213,14 @@ pub async fn run(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // Its own process group, so a timeout also ends whatever the plugin started.
+        .process_group(0)
         .kill_on_drop(true);
     let mut child = command.spawn().map_err(|err| ExecError::Start {
         command: exec.command.clone(),
         reason: err.to_string(),
     })?;
+    let group = child.id();
     let mut stdout = child.stdout.take();
     let mut stderr = child.stderr.take();
     let collect = async {
@@ -228,9 +240,12 @@ pub async fn run(
         let status = child.wait().await;
         (status, out, err)
     };
-    let (status, out, err) = match tokio::time::timeout(timeout, collect).await {
+    let outcome = tokio::time::timeout(timeout, collect).await;
+    // Whatever the plugin left running (a hung child, a background helper holding its stdout)
+    // goes with it; the group is gone already in the common case.
+    kill_group(group);
+    let (status, out, err) = match outcome {
         Ok(result) => result,
-        // Dropping the future drops the child, which kill_on_drop kills.
         Err(_) => {
             return Err(ExecError::Timeout {
                 command: exec.command.clone(),
