@@ -771,7 +771,7 @@ async fn a_hub_serving_only_v1beta1_works() {
     let member1 = &fleet.members[0];
     let hub = ControlPlane::start(ControlPlaneOptions::named("capi-v1beta1-hub"))
         .await
-        .unwrap();
+        .expect("start the v1beta1 hub");
     let client = hub.client().await.unwrap();
     // The pinned CAPI CRD with v1beta2 removed and v1beta1 as the storage version.
     let mut crd = ForeignCrd::CapiCluster.load().unwrap();
@@ -779,16 +779,20 @@ async fn a_hub_serving_only_v1beta1_works() {
     crd.spec.versions[0].storage = true;
     crd.spec.versions[0].deprecated = None;
     crd.spec.versions[0].deprecation_warning = None;
-    install_crd(&client, crd).await.unwrap();
+    install_crd(&client, crd)
+        .await
+        .expect("install the v1beta1-only Cluster CRD");
     install_crd(&client, adapters::crd::cluster_profile_crd())
         .await
-        .unwrap();
+        .expect("install the ClusterProfile CRD");
     // The KubeadmControlPlane CRD from the same pinned module, for the control-plane object.
     let kcp_path = harness::crds::module_dir("sigs.k8s.io/cluster-api")
         .unwrap()
         .join("controlplane/kubeadm/config/crd/bases/controlplane.cluster.x-k8s.io_kubeadmcontrolplanes.yaml");
     let kcp_crd = harness::crds::parse_crd(&std::fs::read_to_string(kcp_path).unwrap()).unwrap();
-    install_crd(&client, kcp_crd).await.unwrap();
+    install_crd(&client, kcp_crd)
+        .await
+        .expect("install the KubeadmControlPlane CRD");
     let v1beta2_served = client
         .list_api_group_resources("cluster.x-k8s.io/v1beta2")
         .await;
@@ -818,14 +822,16 @@ async fn a_hub_serving_only_v1beta1_works() {
         }
     }))
     .unwrap();
-    kcps.create(&PostParams::default(), &kcp).await.unwrap();
+    kcps.create(&PostParams::default(), &kcp)
+        .await
+        .expect("create the KubeadmControlPlane");
     kcps.patch_status(
         "web-cp",
         &PatchParams::default(),
         &Patch::Merge(json!({"status": {"version": "v1.35.2"}})),
     )
     .await
-    .unwrap();
+    .expect("write the KubeadmControlPlane status");
 
     let running = start(
         client.clone(),
