@@ -4,9 +4,12 @@
 pub mod apply;
 pub mod crd;
 pub mod error;
+pub mod kubeconfig_secret;
+pub mod member_reads;
 pub mod names;
 pub mod profile;
 pub mod runtime;
+pub mod served_versions;
 pub mod source;
 pub mod status;
 

@@ -1,28 +1,34 @@
 //! capi-source: Cluster API Clusters become ClusterProfiles.
-//!
-//! For now the binary runs only the shared runtime (flags, logs, metrics, health, leader election,
-//! shutdown); its controller is built under its own issue (4).
 
 use clap::Parser;
 
-const NAME: &str = "capi-source";
-
 #[derive(Debug, Parser)]
-#[command(name = NAME, version, about = "Cluster API Clusters become ClusterProfiles")]
+#[command(name = capi_source::NAME, version, about = "Cluster API Clusters become ClusterProfiles")]
 struct Args {
     #[command(flatten)]
     runtime: adapters::runtime::RuntimeArgs,
+    #[command(flatten)]
+    capi: capi_source::CapiArgs,
 }
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let args = Args::parse();
-    let metrics = adapters::runtime::Metrics::new(NAME);
-    adapters::runtime::run_main(NAME, args.runtime, metrics, |context| async move {
-        tracing::warn!("no controller is implemented in this build yet; idling until stopped");
-        context.readiness.mark_synced();
-        context.stop.cancelled().await;
-        Ok(())
+    // Wrong flags are a start-up error, not a reconcile error.
+    if let Err(err) = args.capi.projection_config() {
+        eprintln!("{}: {err}", capi_source::NAME);
+        return std::process::ExitCode::from(2);
+    }
+    let mut metrics = adapters::runtime::Metrics::new(capi_source::NAME);
+    let capi_metrics = capi_source::CapiMetrics::register(&mut metrics);
+    let capi = args.capi;
+    adapters::runtime::run_main(capi_source::NAME, args.runtime, metrics, move |context| {
+        capi_source::run(
+            capi_source::NAME,
+            capi.clone(),
+            capi_metrics.clone(),
+            context,
+        )
     })
     .await
 }

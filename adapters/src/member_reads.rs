@@ -1,0 +1,340 @@
+//! Reads from member clusters (the `kube-system` namespace UID and the About API `ClusterProperty`
+//! objects), cached per source object and retried with backoff.
+//!
+//! A reconcile may run many times a minute (every watch event re-runs it); the member is asked at
+//! most once per refresh interval while healthy, and after a failure only when the backoff has
+//! elapsed — so an unreachable member costs a handful of connection attempts, never a hot loop —
+//! while the last values read stay available to publish. A rotated kubeconfig (new fingerprint)
+//! is read at once.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use tracing::debug;
+
+use crate::error::Category;
+use crate::kubeconfig_secret::SecretKubeconfig;
+use crate::runtime::Metrics;
+
+/// The About API (KEP-2149) `ClusterProperty` kind: cluster-scoped, `spec.value`.
+pub fn cluster_property_resource() -> ApiResource {
+    ApiResource::from_gvk_with_plural(
+        &GroupVersionKind::gvk("about.k8s.io", "v1alpha1", "ClusterProperty"),
+        "clusterproperties",
+    )
+}
+
+/// What was read from a member.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberFacts {
+    /// UID of the member's `kube-system` namespace.
+    pub kube_system_uid: Option<String>,
+    /// The member's `ClusterProperty` objects as (name, `spec.value`), sorted by name.
+    pub cluster_properties: Vec<(String, String)>,
+}
+
+/// Why the last read of a member failed, in words that are stable across retries (so a
+/// persistent failure does not change the published status or repeat Events) and carry no secret.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MemberReadFailure {
+    /// Bounded category.
+    pub category: Category,
+    /// Stable explanation.
+    pub message: String,
+}
+
+/// The outcome of [`MemberReader::read`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MemberRead {
+    /// The last values read successfully (possibly before the current failure).
+    pub facts: Option<MemberFacts>,
+    /// The latest attempt's failure, if it failed.
+    pub failure: Option<MemberReadFailure>,
+    /// When to look again.
+    pub retry_in: Duration,
+}
+
+/// Timing of member reads.
+#[derive(Clone, Copy, Debug)]
+pub struct MemberReadSettings {
+    /// Re-read a healthy member this often; also the cap of the failure backoff.
+    pub refresh: Duration,
+    /// Connect and read timeout per request.
+    pub timeout: Duration,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReadLabels {
+    result: &'static str,
+}
+
+struct Entry {
+    fingerprint: String,
+    client: Option<kube::Client>,
+    facts: Option<MemberFacts>,
+    failure: Option<MemberReadFailure>,
+    failures: u32,
+    next_read: Instant,
+    last_used: Instant,
+}
+
+/// The counter of member reads, registered once per process (before the runtime starts) and
+/// shared by every [`MemberReader`] built while leading.
+#[derive(Clone, Debug, Default)]
+pub struct MemberReadMetrics {
+    reads: Family<ReadLabels, Counter>,
+}
+
+impl MemberReadMetrics {
+    /// Register `inventory_bridge_member_reads_total{result}` in `metrics`.
+    pub fn register(metrics: &mut Metrics) -> Self {
+        let this = Self::default();
+        metrics.registry_mut().register(
+            "member_reads",
+            "Reads of member clusters (kube-system UID and ClusterProperty objects) by result",
+            this.reads.clone(),
+        );
+        this
+    }
+}
+
+/// Cached, backoff-retrying member reads, keyed by the source object.
+pub struct MemberReader {
+    settings: MemberReadSettings,
+    entries: Mutex<HashMap<String, Entry>>,
+    metrics: MemberReadMetrics,
+}
+
+/// Entries not asked for this long belong to source objects that are gone.
+const EVICT_AFTER: Duration = Duration::from_secs(3600);
+
+impl MemberReader {
+    /// A reader counting its reads in `metrics`.
+    pub fn new(settings: MemberReadSettings, metrics: MemberReadMetrics) -> Self {
+        Self {
+            settings,
+            entries: Mutex::default(),
+            metrics,
+        }
+    }
+
+    /// Drop what is cached for `key` (its kubeconfig is gone).
+    pub fn forget(&self, key: &str) {
+        if let Ok(mut entries) = self.entries.lock() {
+            entries.remove(key);
+        }
+    }
+
+    /// The member facts for `key`, reading the member with `kubeconfig` only when the cache is
+    /// stale, the backoff after a failure has elapsed, or the kubeconfig changed.
+    pub async fn read(&self, key: &str, kubeconfig: &SecretKubeconfig) -> MemberRead {
+        let now = Instant::now();
+        let (client, failures) = {
+            let Ok(mut entries) = self.entries.lock() else {
+                return MemberRead::default();
+            };
+            entries.retain(|_, e| now.duration_since(e.last_used) < EVICT_AFTER);
+            let entry = entries.entry(key.to_string()).or_insert_with(|| Entry {
+                fingerprint: String::new(),
+                client: None,
+                facts: None,
+                failure: None,
+                failures: 0,
+                next_read: now,
+                last_used: now,
+            });
+            entry.last_used = now;
+            if entry.fingerprint != kubeconfig.fingerprint() {
+                // Rotated (or new): new client, read now. Facts stay until the new read says
+                // otherwise, so a rotation does not blank the profile.
+                entry.fingerprint = kubeconfig.fingerprint().to_string();
+                entry.client = None;
+                entry.failures = 0;
+                entry.next_read = now;
+            }
+            if now < entry.next_read {
+                return MemberRead {
+                    facts: entry.facts.clone(),
+                    failure: entry.failure.clone(),
+                    retry_in: entry.next_read - now,
+                };
+            }
+            (entry.client.clone(), entry.failures)
+        };
+
+        let result = match client {
+            Some(client) => Ok(client),
+            None => kubeconfig
+                .client(self.settings.timeout)
+                .await
+                .map_err(|err| MemberReadFailure {
+                    category: err.category(),
+                    message: format!("the kubeconfig {err}"),
+                }),
+        };
+        let (client, outcome) = match result {
+            Ok(client) => {
+                let outcome = read_member(&client).await;
+                (Some(client), outcome)
+            }
+            Err(failure) => (None, Err(failure)),
+        };
+        self.metrics
+            .reads
+            .get_or_create(&ReadLabels {
+                result: if outcome.is_ok() { "success" } else { "error" },
+            })
+            .inc();
+
+        let Ok(mut entries) = self.entries.lock() else {
+            return MemberRead::default();
+        };
+        let Some(entry) = entries.get_mut(key) else {
+            return MemberRead::default();
+        };
+        let now = Instant::now();
+        entry.client = client;
+        match outcome {
+            Ok(facts) => {
+                entry.facts = Some(facts);
+                entry.failure = None;
+                entry.failures = 0;
+                entry.next_read = now + self.settings.refresh;
+            }
+            Err(failure) => {
+                // entry.facts stays: the last known values outlive a failure.
+                entry.failure = Some(failure);
+                entry.failures = failures.saturating_add(1);
+                entry.next_read = now + backoff(entry.failures, self.settings.refresh);
+            }
+        }
+        MemberRead {
+            facts: entry.facts.clone(),
+            failure: entry.failure.clone(),
+            retry_in: entry.next_read.saturating_duration_since(now),
+        }
+    }
+}
+
+/// 2 s, 4 s, 8 s ... capped at `cap` (at least 1 s).
+fn backoff(failures: u32, cap: Duration) -> Duration {
+    Duration::from_secs(1u64 << failures.clamp(1, 16)).min(cap.max(Duration::from_secs(1)))
+}
+
+async fn read_member(client: &kube::Client) -> Result<MemberFacts, MemberReadFailure> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let kube_system = namespaces
+        .get_opt("kube-system")
+        .await
+        .map_err(|err| classify(&err))?;
+    let properties: Api<DynamicObject> =
+        Api::all_with(client.clone(), &cluster_property_resource());
+    let cluster_properties = match properties.list(&ListParams::default()).await {
+        Ok(list) => {
+            let mut found: Vec<(String, String)> = list
+                .items
+                .iter()
+                .filter_map(|p| {
+                    let value = p.data.pointer("/spec/value")?.as_str()?;
+                    Some((p.metadata.name.clone()?, value.to_string()))
+                })
+                .collect();
+            found.sort();
+            found
+        }
+        // The About API is optional on a member.
+        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+        Err(err) => return Err(classify(&err)),
+    };
+    Ok(MemberFacts {
+        kube_system_uid: kube_system.and_then(|ns| ns.metadata.uid),
+        cluster_properties,
+    })
+}
+
+/// A stable, secret-free description of a failed member request.
+pub fn classify(err: &kube::Error) -> MemberReadFailure {
+    debug!(error = %err, "member read failed");
+    if let kube::Error::Api(status) = err {
+        let (category, message) = match status.code {
+            401 => (
+                Category::InvalidInput,
+                "the member's API server rejected the kubeconfig's credentials (401 Unauthorized)"
+                    .to_string(),
+            ),
+            403 => (
+                Category::Forbidden,
+                "the kubeconfig's identity may not read the kube-system namespace or ClusterProperty objects on the member (403 Forbidden)".to_string(),
+            ),
+            code => (
+                Category::KubeApi,
+                format!("the member's API server answered {code}"),
+            ),
+        };
+        return MemberReadFailure { category, message };
+    }
+    let mut chain = Vec::new();
+    let mut source: Option<&dyn std::error::Error> = Some(err);
+    while let Some(current) = source {
+        chain.push(format!("{current:?} {current}").to_ascii_lowercase());
+        source = current.source();
+    }
+    let chain = chain.join(" ");
+    if chain.contains("certificate") || chain.contains("unknownissuer") {
+        MemberReadFailure {
+            category: Category::InvalidInput,
+            message: "TLS verification of the member's API server failed: the kubeconfig's certificate-authority-data does not match the server".to_string(),
+        }
+    } else if chain.contains("timed out") || chain.contains("elapsed") || chain.contains("timeout")
+    {
+        MemberReadFailure {
+            category: Category::KubeApi,
+            message: "the member's API server did not answer in time".to_string(),
+        }
+    } else {
+        MemberReadFailure {
+            category: Category::KubeApi,
+            message: "cannot connect to the member's API server".to_string(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_is_capped() {
+        let cap = Duration::from_secs(60);
+        assert_eq!(backoff(1, cap), Duration::from_secs(2));
+        assert_eq!(backoff(2, cap), Duration::from_secs(4));
+        assert_eq!(backoff(5, cap), Duration::from_secs(32));
+        assert_eq!(backoff(6, cap), cap);
+        assert_eq!(backoff(40, cap), cap);
+        assert_eq!(backoff(3, Duration::ZERO), Duration::from_secs(1));
+    }
+
+    #[test]
+    fn api_statuses_are_classified_without_their_text() {
+        let api = |code: u16| {
+            kube::Error::Api(Box::new(kube::core::Status {
+                code,
+                message: "token s3cr3t".into(),
+                ..Default::default()
+            }))
+        };
+        assert_eq!(classify(&api(401)).category, Category::InvalidInput);
+        assert_eq!(classify(&api(403)).category, Category::Forbidden);
+        assert_eq!(classify(&api(500)).category, Category::KubeApi);
+        for code in [401, 403, 500] {
+            assert!(!classify(&api(code)).message.contains("s3cr3t"));
+        }
+    }
+}

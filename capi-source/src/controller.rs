@@ -1,0 +1,456 @@
+//! The adapter: flags, the `Source` implementation handed to the shared source engine (watches of
+//! Clusters and of their kubeconfig Secrets, observations from caches) and `run`.
+
+use std::marker::PhantomData;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use adapters::kubeconfig_secret::SecretKubeconfig;
+use adapters::member_reads::{MemberReadMetrics, MemberReadSettings, MemberReader};
+use adapters::names::is_valid_label_value;
+use adapters::runtime::{LeaderContext, Metrics};
+use adapters::served_versions::{RefReader, wait_until_served};
+use adapters::source::{
+    Observed, Problem, Projection, Source, SourceArgs, SourceMetrics, SourceSettings, run_source,
+    source_key,
+};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as BASE64;
+use k8s_openapi::api::core::v1::Secret;
+use kube::api::Api;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{WatchStreamExt, watcher};
+use kube::{Client, ResourceExt};
+
+use crate::cluster::{
+    CA_KEY, CapiCluster, GROUP, KUBECONFIG_KEY, LABEL_CLUSTER_NAME, PLURAL, SECRET_TYPE,
+    ca_secret_name, kubeconfig_secret_name, v1beta1, v1beta2,
+};
+use crate::project::{
+    ControlPlaneState, DEFAULT_NAME_TEMPLATE, KubeconfigState, NameTemplate, Observations,
+    ProjectionConfig, project,
+};
+
+/// Adapter name: field manager, `inventory-bridge.io/source` label value, Event reporter.
+pub const NAME: &str = "capi-source";
+
+/// How long a followed `controlPlaneRef` (and its discovery) is reused.
+const REF_TTL: Duration = Duration::from_secs(30);
+
+/// capi-source's own flags (each falls back to the environment variable beside it).
+#[derive(Clone, Debug, clap::Args)]
+pub struct CapiArgs {
+    /// Namespace of the inventory the ClusterProfiles are written to.
+    #[arg(long, env = "IB_INVENTORY_NAMESPACE")]
+    pub inventory_namespace: String,
+    /// Watch Clusters (and their Secrets) in this namespace only (default: all namespaces).
+    #[arg(long, env = "IB_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+    /// `spec.clusterManager.name` and the `x-k8s.io/cluster-manager` label.
+    #[arg(long, env = "IB_CLUSTER_MANAGER", default_value = "cluster-api")]
+    pub cluster_manager: String,
+    /// Profile name; placeholders `{namespace}` and `{name}` (required). Results that are not a
+    /// DNS-1123 label of at most 63 characters are sanitised and cut with a stable hash suffix.
+    #[arg(long, env = "IB_PROFILE_NAME_TEMPLATE", default_value = DEFAULT_NAME_TEMPLATE)]
+    pub profile_name_template: String,
+    /// Cluster label prefixes not copied onto profiles (comma-separated; empty: copy all).
+    #[arg(
+        long,
+        env = "IB_EXCLUDE_LABEL_PREFIXES",
+        value_delimiter = ',',
+        default_value = "cluster.x-k8s.io/,topology.cluster.x-k8s.io/"
+    )]
+    pub exclude_label_prefixes: Vec<String>,
+    /// Name of the access provider published in `status.accessProviders`.
+    #[arg(long, env = "IB_ACCESS_PROVIDER_NAME", default_value = "cluster-api")]
+    pub access_provider_name: String,
+    /// Seconds between reads of a healthy member (kube-system UID, ClusterProperty objects); also
+    /// the cap of the retry backoff for an unreachable one.
+    #[arg(long, env = "IB_MEMBER_REFRESH_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub member_refresh_seconds: u64,
+    /// Connect and read timeout, in seconds, of each request to a member.
+    #[arg(long, env = "IB_MEMBER_TIMEOUT_SECONDS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub member_timeout_seconds: u64,
+    /// Flags every source adapter shares.
+    #[command(flatten)]
+    pub source: SourceArgs,
+}
+
+impl CapiArgs {
+    /// The projection configuration, or what is wrong with the flags.
+    pub fn projection_config(&self) -> adapters::Result<ProjectionConfig> {
+        let name_template =
+            NameTemplate::parse(&self.profile_name_template).map_err(adapters::Error::Config)?;
+        if self.cluster_manager.is_empty() || !is_valid_label_value(&self.cluster_manager) {
+            return Err(adapters::Error::Config(format!(
+                "--cluster-manager {:?} must be a non-empty valid label value",
+                self.cluster_manager
+            )));
+        }
+        if self.inventory_namespace.is_empty() {
+            return Err(adapters::Error::Config(
+                "--inventory-namespace must not be empty".to_string(),
+            ));
+        }
+        if self.access_provider_name.is_empty() {
+            return Err(adapters::Error::Config(
+                "--access-provider-name must not be empty".to_string(),
+            ));
+        }
+        Ok(ProjectionConfig {
+            inventory_namespace: self.inventory_namespace.clone(),
+            cluster_manager: self.cluster_manager.clone(),
+            name_template,
+            excluded_label_prefixes: self
+                .exclude_label_prefixes
+                .iter()
+                .map(|p| p.trim().to_string())
+                .filter(|p| !p.is_empty())
+                .collect(),
+            access_provider_name: self.access_provider_name.clone(),
+        })
+    }
+}
+
+/// Metrics capi-source registers before the runtime starts.
+#[derive(Clone, Debug)]
+pub struct CapiMetrics {
+    source: SourceMetrics,
+    member_reads: MemberReadMetrics,
+}
+
+impl CapiMetrics {
+    /// Register the source engine's and the member reads' metrics.
+    pub fn register(metrics: &mut Metrics) -> Self {
+        Self {
+            source: SourceMetrics::register(metrics),
+            member_reads: MemberReadMetrics::register(metrics),
+        }
+    }
+}
+
+/// The Cluster API source, for Clusters read at API version `C`.
+pub struct CapiSource<C> {
+    name: &'static str,
+    config: ProjectionConfig,
+    client: Client,
+    watch_namespace: Option<String>,
+    secrets: Store<Secret>,
+    secrets_writer: Mutex<Option<reflector::store::Writer<Secret>>>,
+    members: MemberReader,
+    refs: RefReader,
+    cluster: PhantomData<fn() -> C>,
+}
+
+impl<C: CapiCluster> CapiSource<C> {
+    fn new(
+        name: &'static str,
+        config: ProjectionConfig,
+        args: &CapiArgs,
+        metrics: MemberReadMetrics,
+        client: Client,
+    ) -> Self {
+        let (secrets, writer) = reflector::store();
+        Self {
+            name,
+            config,
+            watch_namespace: args.watch_namespace.clone(),
+            secrets,
+            secrets_writer: Mutex::new(Some(writer)),
+            members: MemberReader::new(
+                MemberReadSettings {
+                    refresh: Duration::from_secs(args.member_refresh_seconds),
+                    timeout: Duration::from_secs(args.member_timeout_seconds),
+                },
+                metrics,
+            ),
+            refs: RefReader::new(client.clone(), REF_TTL),
+            client,
+            cluster: PhantomData,
+        }
+    }
+
+    fn secret(&self, namespace: &str, name: &str) -> Option<std::sync::Arc<Secret>> {
+        self.secrets.get(&ObjectRef::new(name).within(namespace))
+    }
+}
+
+/// Keep only what we read from CAPI's Secrets: `value` of `<cluster>-kubeconfig` and `tls.crt` of
+/// `<cluster>-ca`. The others carry private keys (CA, etcd, service-account signing) that have
+/// no business in this process's memory; annotations may hold a copy of the data
+/// (`kubectl.kubernetes.io/last-applied-configuration`).
+fn strip_secret(secret: &mut Secret) {
+    let name = secret.name_any();
+    let keep = if name.ends_with("-kubeconfig") {
+        Some(KUBECONFIG_KEY)
+    } else if name.ends_with("-ca") {
+        Some(CA_KEY)
+    } else {
+        None
+    };
+    secret.metadata.managed_fields = None;
+    secret.metadata.annotations = None;
+    secret.string_data = None;
+    secret.data = match (keep, secret.data.take()) {
+        (Some(key), Some(mut data)) => data.remove(key).map(|v| [(key.to_string(), v)].into()),
+        _ => None,
+    };
+}
+
+impl<C: CapiCluster> Source for CapiSource<C> {
+    type Native = C;
+    type Extra = Observations;
+
+    fn name(&self) -> &'static str {
+        self.name
+    }
+
+    fn cluster_manager(&self) -> &str {
+        &self.config.cluster_manager
+    }
+
+    fn native_api(&self, client: Client, namespace: Option<&str>) -> Api<C> {
+        match namespace {
+            Some(namespace) => Api::namespaced(client, namespace),
+            None => Api::all(client),
+        }
+    }
+
+    fn watches(&self, controller: Controller<C>) -> Controller<C> {
+        let Some(writer) = self.secrets_writer.lock().ok().and_then(|mut w| w.take()) else {
+            return controller;
+        };
+        let api: Api<Secret> = match &self.watch_namespace {
+            Some(namespace) => Api::namespaced(self.client.clone(), namespace),
+            None => Api::all(self.client.clone()),
+        };
+        // CAPI's Secrets only, by label and type: never every Secret of the hub.
+        let config = watcher::Config::default()
+            .labels(LABEL_CLUSTER_NAME)
+            .fields(&format!("type={SECRET_TYPE}"));
+        let stream = watcher(api, config)
+            .default_backoff()
+            .modify(strip_secret)
+            .reflect(writer)
+            .touched_objects();
+        controller.watches_stream(stream, |secret: Secret| {
+            let cluster = secret.labels().get(LABEL_CLUSTER_NAME)?.clone();
+            let namespace = secret.namespace()?;
+            Some(ObjectRef::<C>::new(&cluster).within(&namespace))
+        })
+    }
+
+    async fn observe(&self, _client: &Client, native: &C) -> Result<Observations, Problem> {
+        let model = native.model();
+        if model.paused {
+            // Nothing is projected while paused: do no I/O either.
+            return Ok(Observations::default());
+        }
+        let key = source_key(native);
+        let mut observations = Observations::default();
+        let mut parsed = None;
+        if let Some(secret) = self.secret(&model.namespace, &kubeconfig_secret_name(&model.name)) {
+            match SecretKubeconfig::from_secret_data(secret.data.as_ref(), KUBECONFIG_KEY) {
+                Ok(kubeconfig) => {
+                    observations.kubeconfig = KubeconfigState::Valid(kubeconfig.endpoint().clone());
+                    parsed = Some(kubeconfig);
+                }
+                Err(err) => observations.kubeconfig = KubeconfigState::Invalid(err.to_string()),
+            }
+        }
+        match &parsed {
+            Some(kubeconfig) => {
+                observations.member = Some(self.members.read(&key, kubeconfig).await);
+            }
+            None => self.members.forget(&key),
+        }
+        observations.cluster_ca = self
+            .secret(&model.namespace, &ca_secret_name(&model.name))
+            .and_then(|s| s.data.as_ref()?.get(CA_KEY).map(|v| BASE64.encode(&v.0)));
+        if model.control_plane_versions.is_empty()
+            && let Some(reference) = &model.control_plane_ref
+        {
+            observations.control_plane = match self.refs.get(reference).await {
+                Ok(object) => match object
+                    .data
+                    .pointer("/status/version")
+                    .and_then(|v| v.as_str())
+                {
+                    Some(version) if !version.is_empty() => {
+                        ControlPlaneState::Version(version.to_string())
+                    }
+                    _ => ControlPlaneState::NoVersion,
+                },
+                Err(err) => ControlPlaneState::Failed {
+                    category: err.category(),
+                    message: err.to_string(),
+                },
+            };
+        }
+        Ok(observations)
+    }
+
+    fn project(
+        &self,
+        native: &C,
+        observed: &Observed<'_, Observations>,
+    ) -> Result<Projection, Problem> {
+        let model = native.model();
+        let name = self
+            .config
+            .name_template
+            .render(&model.namespace, &model.name);
+        let existing = observed.existing_profile(&self.config.inventory_namespace, &name);
+        let previous_status = existing.and_then(|p| p.status.clone()).unwrap_or_default();
+        let previous_labels = existing.map(|p| p.labels().clone()).unwrap_or_default();
+        project(
+            &model,
+            &observed.extra,
+            &self.config,
+            &previous_status,
+            &previous_labels,
+            &observed.now,
+        )
+    }
+}
+
+/// Run capi-source as `name` (the adapter name; tests give each run its own so they can share a
+/// hub) until `context.stop` fires: find the Cluster API version the hub serves (`v1beta2`, else
+/// `v1beta1`), then run the source engine on it.
+pub async fn run(
+    name: &'static str,
+    args: CapiArgs,
+    metrics: CapiMetrics,
+    context: LeaderContext,
+) -> adapters::Result<()> {
+    let config = args.projection_config()?;
+    let settings = SourceSettings {
+        watch_namespace: args.watch_namespace.clone(),
+        args: args.source.clone(),
+    };
+    let client = context.client.clone();
+    let Some(version) = wait_until_served(
+        &client,
+        GROUP,
+        PLURAL,
+        &["v1beta2", "v1beta1"],
+        &context.stop,
+    )
+    .await
+    else {
+        return Ok(());
+    };
+    if version == "v1beta2" {
+        let source = CapiSource::<v1beta2::Cluster>::new(
+            name,
+            config,
+            &args,
+            metrics.member_reads.clone(),
+            client,
+        );
+        run_source(source, settings, metrics.source, context).await
+    } else {
+        let source = CapiSource::<v1beta1::Cluster>::new(
+            name,
+            config,
+            &args,
+            metrics.member_reads.clone(),
+            client,
+        );
+        run_source(source, settings, metrics.source, context).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        capi: CapiArgs,
+    }
+
+    #[test]
+    fn flags_have_the_documented_defaults_and_are_checked() {
+        let cli = Cli::try_parse_from(["capi-source", "--inventory-namespace", "fleet"]).unwrap();
+        let config = cli.capi.projection_config().unwrap();
+        assert_eq!(config.cluster_manager, "cluster-api");
+        assert_eq!(config.access_provider_name, "cluster-api");
+        assert_eq!(
+            config.excluded_label_prefixes,
+            vec!["cluster.x-k8s.io/", "topology.cluster.x-k8s.io/"]
+        );
+        assert_eq!(config.name_template.render("a", "b"), "a-b");
+        let none = Cli::try_parse_from([
+            "capi-source",
+            "--inventory-namespace",
+            "fleet",
+            "--exclude-label-prefixes",
+            "",
+        ])
+        .unwrap();
+        assert!(
+            none.capi
+                .projection_config()
+                .unwrap()
+                .excluded_label_prefixes
+                .is_empty()
+        );
+        for bad in [
+            ["--profile-name-template", "{namespace}"],
+            ["--cluster-manager", "not a label"],
+        ] {
+            let cli = Cli::try_parse_from(
+                ["capi-source", "--inventory-namespace", "fleet"]
+                    .into_iter()
+                    .chain(bad),
+            )
+            .unwrap();
+            assert!(cli.capi.projection_config().is_err(), "{bad:?}");
+        }
+        assert!(
+            Cli::try_parse_from(["capi-source"]).is_err(),
+            "inventory namespace is required"
+        );
+    }
+
+    #[test]
+    fn only_the_needed_secret_keys_are_kept() {
+        use k8s_openapi::ByteString;
+        let secret = |name: &str, keys: &[&str]| Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some(name.into()),
+                annotations: Some(
+                    [(
+                        "kubectl.kubernetes.io/last-applied-configuration".to_string(),
+                        "{...}".to_string(),
+                    )]
+                    .into(),
+                ),
+                ..Default::default()
+            },
+            data: Some(
+                keys.iter()
+                    .map(|k| (k.to_string(), ByteString(b"x".to_vec())))
+                    .collect(),
+            ),
+            ..Secret::default()
+        };
+        let mut kubeconfig = secret("web-kubeconfig", &["value", "other"]);
+        strip_secret(&mut kubeconfig);
+        assert_eq!(
+            kubeconfig.data.unwrap().keys().collect::<Vec<_>>(),
+            vec!["value"]
+        );
+        assert!(kubeconfig.metadata.annotations.is_none());
+        let mut ca = secret("web-ca", &["tls.crt", "tls.key"]);
+        strip_secret(&mut ca);
+        assert_eq!(ca.data.unwrap().keys().collect::<Vec<_>>(), vec!["tls.crt"]);
+        let mut etcd = secret("web-etcd", &["tls.crt", "tls.key"]);
+        strip_secret(&mut etcd);
+        assert!(etcd.data.is_none());
+    }
+}
