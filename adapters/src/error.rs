@@ -113,6 +113,14 @@ pub enum Error {
     /// Local I/O failed.
     #[error("I/O failed: {0}")]
     Io(#[from] std::io::Error),
+    /// A problem an adapter already classified (its category is kept, not re-derived).
+    #[error("{message}")]
+    Classified {
+        /// The adapter's category.
+        category: Category,
+        /// What went wrong (never a secret).
+        message: String,
+    },
 }
 
 impl Categorized for Error {
@@ -124,6 +132,7 @@ impl Categorized for Error {
             Error::LeaderElection(_) => Category::LeaderElection,
             Error::Serialization(_) => Category::Serialization,
             Error::Io(_) => Category::Io,
+            Error::Classified { category, .. } => *category,
         }
     }
 }

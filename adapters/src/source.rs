@@ -481,9 +481,12 @@ impl<S: Source> Engine<S> {
             let extra = match self.source.observe(&self.leader.client, native).await {
                 Ok(extra) => extra,
                 Err(problem) => {
-                    // Keep what we published; try again later.
+                    // Keep what we published; try again later, with its category intact.
                     self.report(native, key, vec![problem.clone()]).await;
-                    return Err(Error::InvalidInput(problem.message));
+                    return Err(Error::Classified {
+                        category: problem.category,
+                        message: problem.message,
+                    });
                 }
             };
             let observed = Observed {
@@ -814,26 +817,20 @@ impl<S: Source> Engine<S> {
             .set(i64::try_from(self.profiles.state().len()).unwrap_or(i64::MAX));
     }
 
-    /// Publish problems as Events — only when the set of problems of this object changed, so a
-    /// persistent problem does not cost a write every resync — and always count them.
+    /// Publish problems that are new for this object as Events, log lines and counts: a problem
+    /// that persists is reported once, not on every resync (no Event writes in steady state, and
+    /// `problems_total` counts occurrences rather than reconciles).
     async fn report(&self, native: &S::Native, key: &str, problems: Vec<Problem>) {
         let current: BTreeSet<Problem> = problems.into_iter().collect();
-        for problem in &current {
-            self.leader.metrics.count_problem(problem.category.as_str());
-        }
-        let changed = self
+        let previous = self
             .reported
             .lock()
-            .map(|mut reported| {
-                let previous = reported.insert(key.to_string(), current.clone());
-                previous.as_ref() != Some(&current)
-            })
-            .unwrap_or(true);
-        if !changed {
-            return;
-        }
+            .map(|mut reported| reported.insert(key.to_string(), current.clone()))
+            .unwrap_or_default()
+            .unwrap_or_default();
         let reference = object_reference(native);
-        for problem in &current {
+        for problem in current.difference(&previous) {
+            self.leader.metrics.count_problem(problem.category.as_str());
             self.leader
                 .events
                 .warn(

@@ -74,9 +74,40 @@ pub struct ControlPlane {
     shared: bool,
 }
 
-fn free_port() -> Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+/// Ports handed out by this process (never handed out twice).
+fn handed_out() -> &'static std::sync::Mutex<std::collections::BTreeSet<u16>> {
+    static PORTS: std::sync::OnceLock<std::sync::Mutex<std::collections::BTreeSet<u16>>> =
+        std::sync::OnceLock::new();
+    PORTS.get_or_init(Default::default)
 }
+
+/// A port that is free now, for a child process to bind. Chosen below Linux's ephemeral range
+/// (32768+): a port from `bind(0)` comes from that range, so between our probe and the child's
+/// bind an outgoing connection (the many clients of a test) could take it.
+fn free_port() -> Result<u16> {
+    let mut state = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(1)
+        ^ std::process::id().rotate_left(16);
+    for _ in 0..1000 {
+        // xorshift: good enough to spread concurrent test binaries over the range.
+        state ^= state << 13;
+        state ^= state >> 17;
+        state ^= state << 5;
+        let port = 20000 + u16::try_from(state % 12000).unwrap_or(0);
+        let mut taken = handed_out().lock().map_err(|_| "port registry poisoned")?;
+        if taken.contains(&port) || TcpListener::bind(("127.0.0.1", port)).is_err() {
+            continue;
+        }
+        taken.insert(port);
+        return Ok(port);
+    }
+    Err("no free port found in 20000-31999".into())
+}
+
+/// Attempts to start one control plane; a start can lose a port race to another process.
+const START_ATTEMPTS: u32 = 3;
 
 /// Root of this test binary's control-plane directories; stale ones of dead test binaries are
 /// removed on first use.
@@ -109,6 +140,26 @@ impl ControlPlane {
     /// Start etcd and kube-apiserver (and kube-controller-manager if asked) and wait until the
     /// apiserver reports ready.
     pub async fn start(options: ControlPlaneOptions) -> Result<Self> {
+        let mut attempt = 1;
+        loop {
+            match Self::try_start(options.clone()).await {
+                Ok(control_plane) => return Ok(control_plane),
+                Err(err)
+                    if attempt < START_ATTEMPTS
+                        && err.to_string().contains("exited while starting") =>
+                {
+                    eprintln!(
+                        "control plane {} failed to start (attempt {attempt}), retrying with new ports: {err}",
+                        options.name
+                    );
+                    attempt += 1;
+                }
+                Err(err) => return Err(err),
+            }
+        }
+    }
+
+    async fn try_start(options: ControlPlaneOptions) -> Result<Self> {
         let binary = control_plane_binary()?;
         static SEQUENCE: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
         let sequence = SEQUENCE.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
@@ -255,15 +306,18 @@ impl ControlPlane {
         let deadline = Instant::now() + READY_TIMEOUT;
         let mut last_error;
         loop {
-            if let Some(apiserver) = self.apiserver.as_mut()
-                && apiserver.has_exited()
+            for process in [self.etcd.as_mut(), self.apiserver.as_mut()]
+                .into_iter()
+                .flatten()
             {
-                return Err(format!(
-                    "kube-apiserver of {} exited while starting\n{}",
-                    self.name,
-                    apiserver.log_tail(40)
-                )
-                .into());
+                if process.has_exited() {
+                    return Err(format!(
+                        "a process of {} exited while starting\n{}",
+                        self.name,
+                        process.log_tail(40)
+                    )
+                    .into());
+                }
             }
             let request = http::Request::get("/readyz").body(Vec::new())?;
             match client.request_text(request).await {
