@@ -841,7 +841,7 @@ async fn managed_clusters_become_profiles_and_converge() {
         )
         .await
         .unwrap();
-    let running = start(client.clone(), config, &selector).await;
+    let running = start(client.clone(), config.clone(), &selector).await;
     wait_profile(
         &profiles,
         &fresh,
@@ -870,6 +870,59 @@ async fn managed_clusters_become_profiles_and_converge() {
             .resource_version,
         foreign.metadata.resource_version
     );
+    running.stop().await;
+
+    // --cluster-proxy: without its CA Secret, no provider and a NotFound Event; once the Secret
+    // appears (its watch re-triggers every cluster), the proxy URL and CA replace the direct ones.
+    let proxy_namespace = format!("{p}-proxy");
+    namespace(&client, &proxy_namespace).await;
+    let proxied = Config {
+        cluster_proxy: Some(ocm_source::ClusterProxy {
+            namespace: proxy_namespace.clone(),
+            ca_secret: "cluster-proxy-user-serving-cert".into(),
+        }),
+        ..config
+    };
+    let running = start(client.clone(), proxied, &selector).await;
+    wait_event(&client, &a, "NotFound", "cluster-proxy CA Secret").await;
+    wait_profile(&profiles, &a, "no provider without the proxy CA", |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| s.access_providers.is_empty())
+    })
+    .await;
+    Api::<Secret>::namespaced(client.clone(), &proxy_namespace)
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("cluster-proxy-user-serving-cert".into()),
+                    ..ObjectMeta::default()
+                },
+                string_data: Some(BTreeMap::from([
+                    ("tls.crt".to_string(), hub.ca_pem().to_string()),
+                    ("tls.key".to_string(), "not-a-real-key".to_string()),
+                ])),
+                ..Secret::default()
+            },
+        )
+        .await
+        .unwrap();
+    let profile = wait_profile(&profiles, &a, "provider through cluster-proxy", |p| {
+        p.status
+            .as_ref()
+            .is_some_and(|s| !s.access_providers.is_empty())
+    })
+    .await;
+    let access = profile.status.unwrap().access_providers[0]
+        .cluster
+        .clone()
+        .unwrap();
+    assert_eq!(
+        access.server,
+        format!("https://cluster-proxy-addon-user.{proxy_namespace}:9092/{a}")
+    );
+    assert_eq!(access.certificate_authority_data, ca);
     running.stop().await;
 }
 
