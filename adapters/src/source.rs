@@ -50,6 +50,9 @@ pub const LABEL_SOURCE: &str = "inventory-bridge.io/source";
 /// (`<namespace>/<name>`, or `<name>` for cluster-scoped kinds).
 pub const ANNOTATION_SOURCE_OBJECT: &str = "inventory-bridge.io/source-object";
 
+/// How soon a reconcile whose writes failed (other than by a conflict) is retried.
+const WRITE_RETRY: Duration = Duration::from_secs(10);
+
 /// Flags every source adapter shares.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SourceArgs {
@@ -504,10 +507,15 @@ impl<S: Source> Engine<S> {
         };
         problems.extend(projection.problems.iter().cloned());
 
+        // A write that failed for a reason that may pass (a namespace not created yet, an
+        // apiserver blip) is retried soon rather than at the next resync; a conflict with another
+        // manager's object is not (it is reported once and re-checked on resync).
+        let mut retry_writes = false;
         let mut wanted = BTreeSet::new();
         for desired in &projection.profiles {
             wanted.insert((desired.namespace.clone(), desired.name.clone()));
             if let Err(problem) = self.ensure_profile(desired, key).await {
+                retry_writes |= problem.category != Category::Conflict;
                 problems.push(problem);
             }
         }
@@ -526,6 +534,7 @@ impl<S: Source> Engine<S> {
                 companion.object.name_any(),
             ));
             if let Err(problem) = self.ensure_companion(companion, key).await {
+                retry_writes |= problem.category != Category::Conflict;
                 problems.push(problem);
             }
         }
@@ -548,6 +557,13 @@ impl<S: Source> Engine<S> {
         self.metrics
             .profiles
             .set(i64::try_from(self.profiles.state().len()).unwrap_or(i64::MAX));
+        if retry_writes {
+            return Ok(Some(
+                projection
+                    .requeue_after
+                    .map_or(WRITE_RETRY, |after| after.min(WRITE_RETRY)),
+            ));
+        }
         Ok(projection.requeue_after)
     }
 

@@ -300,4 +300,30 @@ async fn event_recorder_publishes_events_on_the_object() {
         found.regarding.and_then(|r| r.name).as_deref(),
         Some("broken")
     );
+
+    // A second, different problem of the same category is its own Event (not folded into the
+    // first one's series with the old text); a repeat of the first aggregates into its series.
+    recorder
+        .warn(&object, "InvalidInput", "Project", "claim value too long")
+        .await;
+    recorder
+        .warn(&object, "InvalidInput", "Project", "label value too long")
+        .await;
+    let all = events.list(&ListParams::default()).await.unwrap().items;
+    let notes: std::collections::BTreeMap<String, i32> = all
+        .iter()
+        .map(|e| {
+            (
+                e.note.clone().unwrap_or_default(),
+                e.series.as_ref().map_or(1, |s| s.count),
+            )
+        })
+        .collect();
+    assert_eq!(
+        notes,
+        std::collections::BTreeMap::from([
+            ("claim value too long".to_string(), 1),
+            ("label value too long".to_string(), 2),
+        ])
+    );
 }

@@ -1,29 +1,61 @@
 //! Kubernetes Events on the objects concerned, with a matching log line and metric, so every
 //! per-object problem is visible where a user looks (`kubectl describe`), in logs and in alerts.
 
+use std::collections::HashMap;
+use std::sync::Arc;
+
 use k8s_openapi::api::core::v1::ObjectReference;
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use k8s_openapi::api::events::v1::{Event, EventSeries};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 /// Events are capped by the API (1 kB note); longer notes are cut on a character boundary.
 const MAX_NOTE_BYTES: usize = 1024;
+/// How long a published Event is remembered for aggregation (as kube-runtime's recorder).
+const SERIES_TTL: SignedDuration = SignedDuration::from_mins(6);
+
+/// What makes two reports "the same Event". Unlike kube-runtime's `Recorder`, the note is part of
+/// it: two different problems of one category on one object must both be visible, and a changed
+/// problem must not be shown with the old text. Repeats of the very same report aggregate into
+/// the Event's `series`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+struct Key {
+    regarding: String,
+    type_: &'static str,
+    reason: String,
+    action: String,
+    note: String,
+}
+
+#[derive(Clone, Debug)]
+struct Published {
+    namespace: String,
+    name: String,
+    count: i32,
+    last: Timestamp,
+}
 
 /// Publishes Events as the adapter. Publishing failures are logged, never fatal: an Event is a
 /// report, not part of convergence.
 #[derive(Clone)]
 pub struct EventRecorder {
-    recorder: Recorder,
+    client: kube::Client,
+    controller: String,
+    instance: String,
+    published: Arc<Mutex<HashMap<Key, Published>>>,
 }
 
 impl EventRecorder {
     /// A recorder reporting as `controller` (the adapter name) from `instance` (this replica).
     pub fn new(client: kube::Client, controller: &str, instance: String) -> Self {
-        let reporter = Reporter {
-            controller: controller.to_string(),
-            instance: Some(instance),
-        };
         Self {
-            recorder: Recorder::new(client, reporter),
+            client,
+            controller: controller.to_string(),
+            instance,
+            published: Arc::default(),
         }
     }
 
@@ -37,35 +69,107 @@ impl EventRecorder {
             note,
             "problem reported as an Event"
         );
-        self.publish(EventType::Warning, object, reason, action, note)
-            .await;
+        self.publish("Warning", object, reason, action, note).await;
     }
 
     /// A Normal Event on `object`.
     pub async fn normal(&self, object: &ObjectReference, reason: &str, action: &str, note: &str) {
         info!(object = %describe(object), reason, action, note, "event");
-        self.publish(EventType::Normal, object, reason, action, note)
-            .await;
+        self.publish("Normal", object, reason, action, note).await;
     }
 
     async fn publish(
         &self,
-        type_: EventType,
+        type_: &'static str,
         object: &ObjectReference,
         reason: &str,
         action: &str,
         note: &str,
     ) {
-        let event = Event {
-            type_,
-            reason: reason.to_string(),
-            note: Some(truncate(note, MAX_NOTE_BYTES)),
-            action: action.to_string(),
-            secondary: None,
-        };
-        if let Err(err) = self.recorder.publish(&event, object).await {
+        if let Err(err) = self.try_publish(type_, object, reason, action, note).await {
             warn!(object = %describe(object), error = %err, "cannot publish Event");
         }
+    }
+
+    async fn try_publish(
+        &self,
+        type_: &'static str,
+        object: &ObjectReference,
+        reason: &str,
+        action: &str,
+        note: &str,
+    ) -> Result<(), kube::Error> {
+        let note = truncate(note, MAX_NOTE_BYTES);
+        let now = Timestamp::now();
+        let key = Key {
+            regarding: format!(
+                "{}/{}",
+                describe(object),
+                object.uid.as_deref().unwrap_or_default()
+            ),
+            type_,
+            reason: reason.to_string(),
+            action: action.to_string(),
+            note: note.clone(),
+        };
+        let mut published = self.published.lock().await;
+        published.retain(|_, p| p.last + SERIES_TTL > now);
+        // Cluster-scoped objects get their Events in `default`, as kubectl looks for them.
+        let namespace = object
+            .namespace
+            .clone()
+            .unwrap_or_else(|| "default".to_string());
+        if let Some(previous) = published.get_mut(&key) {
+            let count = previous.count.saturating_add(1);
+            let patch = serde_json::json!({"series": EventSeries {
+                count,
+                last_observed_time: MicroTime(now),
+            }});
+            Api::<Event>::namespaced(self.client.clone(), &previous.namespace)
+                .patch(
+                    &previous.name,
+                    &PatchParams::default(),
+                    &Patch::Merge(&patch),
+                )
+                .await?;
+            previous.count = count;
+            previous.last = now;
+            return Ok(());
+        }
+        let name = format!(
+            "{}.{:x}",
+            object.name.as_deref().unwrap_or(&self.controller),
+            now.as_nanosecond()
+        );
+        let event = Event {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                namespace: Some(namespace.clone()),
+                ..ObjectMeta::default()
+            },
+            action: Some(action.to_string()),
+            reason: Some(reason.to_string()),
+            note: Some(note),
+            event_time: Some(MicroTime(now)),
+            regarding: Some(object.clone()),
+            reporting_controller: Some(self.controller.clone()),
+            reporting_instance: Some(self.instance.clone()),
+            type_: Some(type_.to_string()),
+            ..Event::default()
+        };
+        Api::<Event>::namespaced(self.client.clone(), &namespace)
+            .create(&PostParams::default(), &event)
+            .await?;
+        published.insert(
+            key,
+            Published {
+                namespace,
+                name,
+                count: 1,
+                last: now,
+            },
+        );
+        Ok(())
     }
 }
 
