@@ -74,9 +74,19 @@ pub struct OcmArgs {
         long = "bootstrap-member-identity",
         env = "IB_BOOTSTRAP_MEMBER_IDENTITIES",
         value_delimiter = ',',
-        default_value = "inventory-bridge-sveltos-sink,inventory-bridge-argocd-sink,inventory-bridge-flux-sink"
+        // sveltos-sink's default identity: its ServiceAccount and its ClusterRole(Binding).
+        default_value = "projectsveltos,inventory-bridge:sveltos-sink:projectsveltos:projectsveltos"
     )]
     pub bootstrap_member_identities: Vec<String>,
+
+    /// Member namespaces of those ServiceAccounts; the ManifestWork creates them.
+    #[arg(
+        long = "bootstrap-member-namespace",
+        env = "IB_BOOTSTRAP_MEMBER_NAMESPACES",
+        value_delimiter = ',',
+        default_value = "projectsveltos"
+    )]
+    pub bootstrap_member_namespaces: Vec<String>,
 }
 
 /// `24h`, `90m`, `3600s`, or combinations like `1h30m`.
@@ -160,6 +170,12 @@ impl OcmArgs {
                     validity: self.bootstrap_token_validity,
                     member_identities: self
                         .bootstrap_member_identities
+                        .iter()
+                        .filter(|n| !n.is_empty())
+                        .cloned()
+                        .collect(),
+                    member_namespaces: self
+                        .bootstrap_member_namespaces
                         .iter()
                         .filter(|n| !n.is_empty())
                         .cloned()

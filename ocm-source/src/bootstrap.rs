@@ -49,6 +49,9 @@ pub struct Bootstrap {
     pub validity: Duration,
     /// Names of the ServiceAccounts, ClusterRoles and ClusterRoleBindings sinks create on members.
     pub member_identities: Vec<String>,
+    /// Namespaces the sinks' ServiceAccounts live in on members: created by the ManifestWork (the
+    /// token cannot create namespaces), and only `get`/`patch`able by name for the sinks' apply.
+    pub member_namespaces: Vec<String>,
 }
 
 impl Bootstrap {
@@ -70,13 +73,23 @@ impl Bootstrap {
             // An empty resourceNames list means "every name" to RBAC: never emit one.
             return Err("--bootstrap-member-identity needs at least one name".into());
         }
+        // ServiceAccount names are DNS-1123 subdomains; ClusterRole(Binding) names only need to be
+        // valid path segments (sinks name theirs like `inventory-bridge:sveltos-sink:ns:sa`).
         if let Some(bad) = self
             .member_identities
             .iter()
-            .find(|n| !is_dns1123_subdomain(n))
+            .find(|n| !is_dns1123_subdomain(n) && !is_rbac_object_name(n))
         {
             return Err(format!(
                 "--bootstrap-member-identity {bad:?} is not a valid object name"
+            ));
+        }
+        if self.member_namespaces.is_empty() {
+            return Err("--bootstrap-member-namespace needs at least one namespace".into());
+        }
+        if let Some(bad) = self.member_namespaces.iter().find(|n| !is_dns1123_label(n)) {
+            return Err(format!(
+                "--bootstrap-member-namespace {bad:?} is not a valid namespace name"
             ));
         }
         if self.validity < Duration::from_secs(600) {
@@ -93,6 +106,15 @@ impl Bootstrap {
             false,
         )
     }
+}
+
+/// A name RBAC objects accept: a path segment (no `/` or `%`, not `.` or `..`), at most 253.
+fn is_rbac_object_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 253
+        && name != "."
+        && name != ".."
+        && !name.contains(['/', '%'])
 }
 
 /// `authentication.open-cluster-management.io/v1beta1` ManagedServiceAccount.
@@ -177,6 +199,7 @@ fn companion(resource: ApiResource, name: &str, namespace: &str, data: Value) ->
 /// ServiceAccount. See the module documentation for why each rule is shaped as it is.
 pub fn member_grant(bootstrap: &Bootstrap) -> Vec<Value> {
     let names = &bootstrap.member_identities;
+    let namespaces = &bootstrap.member_namespaces;
     let labels = json!({LABEL_MEMBER_MANAGED_BY: MANAGED_BY});
     let role = json!({
         "apiVersion": "rbac.authorization.k8s.io/v1",
@@ -194,6 +217,9 @@ pub fn member_grant(bootstrap: &Bootstrap) -> Vec<Value> {
              "verbs": ["get", "update", "patch", "delete", "bind", "escalate"], "resourceNames": names},
             {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterrolebindings"],
              "verbs": ["get", "update", "patch", "delete"], "resourceNames": names},
+            // Sinks apply (label) their namespace; the work agent has created it already.
+            {"apiGroups": [""], "resources": ["namespaces"],
+             "verbs": ["get", "patch"], "resourceNames": namespaces},
         ],
     });
     let binding = json!({
@@ -211,7 +237,19 @@ pub fn member_grant(bootstrap: &Bootstrap) -> Vec<Value> {
             "namespace": bootstrap.spoke_namespace,
         }],
     });
-    vec![role, binding]
+    let mut manifests: Vec<Value> = namespaces
+        .iter()
+        .map(|namespace| {
+            json!({
+                "apiVersion": "v1",
+                "kind": "Namespace",
+                "metadata": {"name": namespace, "labels": labels},
+            })
+        })
+        .collect();
+    manifests.push(role);
+    manifests.push(binding);
+    manifests
 }
 
 #[cfg(test)]
@@ -224,6 +262,7 @@ mod tests {
             spoke_namespace: DEFAULT_SPOKE_NAMESPACE.into(),
             validity: Duration::from_secs(24 * 3600),
             member_identities: vec!["sveltos-member".into()],
+            member_namespaces: vec!["projectsveltos".into()],
         }
     }
 
@@ -251,6 +290,21 @@ mod tests {
             ..bootstrap()
         };
         assert!(bad.validate().is_err());
+        let no_namespace = Bootstrap {
+            member_namespaces: vec![],
+            ..bootstrap()
+        };
+        assert!(no_namespace.validate().is_err(), "empty resourceNames means all");
+        let role_style = Bootstrap {
+            member_identities: vec!["inventory-bridge:sveltos-sink:projectsveltos:projectsveltos".into()],
+            ..bootstrap()
+        };
+        assert!(role_style.validate().is_ok());
+        let slash = Bootstrap {
+            member_identities: vec!["a/b".into()],
+            ..bootstrap()
+        };
+        assert!(slash.validate().is_err());
     }
 
     #[test]
@@ -280,7 +334,8 @@ mod tests {
                 .as_array()
                 .unwrap()
                 .len(),
-            2
+            3,
+            "the member namespace, the ClusterRole and its binding"
         );
         assert!(companions_for_bad_name().is_err());
     }
@@ -292,6 +347,9 @@ mod tests {
     #[test]
     fn the_grant_names_every_object_it_can_name_and_reads_nothing() {
         let grant = member_grant(&bootstrap());
+        assert_eq!(grant[0]["kind"], "Namespace");
+        assert_eq!(grant[0]["metadata"]["name"], "projectsveltos");
+        let grant = &grant[1..];
         let rules = grant[0]["rules"].as_array().unwrap();
         for rule in rules {
             let verbs: Vec<&str> = rule["verbs"]
@@ -313,11 +371,17 @@ mod tests {
                         "serviceaccounts",
                         "serviceaccounts/token",
                         "clusterroles",
-                        "clusterrolebindings"
+                        "clusterrolebindings",
+                        "namespaces"
                     ]
                     .contains(resource),
                     "{resource}"
                 );
+            }
+            if resources == ["namespaces"] {
+                assert_eq!(verbs, ["get", "patch"]);
+                assert_eq!(rule["resourceNames"], json!(["projectsveltos"]), "{rule}");
+                continue;
             }
             // Only `create` may go without resourceNames (RBAC cannot name what does not exist yet),
             // and never for tokens.

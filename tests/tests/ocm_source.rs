@@ -1161,11 +1161,13 @@ async fn bootstrap_credentials_end_to_end() {
     let clusters: Api<ManagedCluster> = Api::all(client.clone());
     let profiles: Api<ClusterProfile> = Api::namespaced(client.clone(), &inventory);
     let sink_identity = format!("{p}-sink");
+    let sink_namespace = format!("{p}-sink-ns");
     let bootstrap = Bootstrap {
         service_account: format!("{p}-bootstrap"),
         spoke_namespace: "open-cluster-management-agent-addon".into(),
         validity: Duration::from_secs(3600),
         member_identities: vec![sink_identity.clone()],
+        member_namespaces: vec![sink_namespace.clone()],
     };
     bootstrap.validate().unwrap();
     let config = Config {
@@ -1268,8 +1270,11 @@ async fn bootstrap_credentials_end_to_end() {
     )
     .unwrap();
     let admin = member.client().await.unwrap();
-    let sink_namespace = format!("{p}-sink-ns");
-    namespace(&admin, &sink_namespace).await;
+    // The work agent created the sinks' namespace from the ManifestWork.
+    Api::<Namespace>::all(admin.clone())
+        .get(&sink_namespace)
+        .await
+        .expect("the ManifestWork carries the sink namespace");
     let bystander = format!("{p}-bystander");
     Api::<ServiceAccount>::namespaced(admin.clone(), &sink_namespace)
         .create(
@@ -1428,6 +1433,25 @@ async fn bootstrap_credentials_end_to_end() {
             .map(|_| ()),
         "listing namespaces",
     );
+    // The sink's own namespace may be labelled by apply (what sinks do); no other namespace.
+    let label_namespace = |name: &str| {
+        let namespaces: Api<Namespace> = Api::all(bootstrap_client.clone());
+        let name = name.to_string();
+        async move {
+            namespaces
+                .patch(
+                    &name,
+                    &PatchParams::apply("test-sink").force(),
+                    &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "inventory-bridge"}}})),
+                )
+                .await
+                .map(|_| ())
+        }
+    };
+    label_namespace(&sink_namespace)
+        .await
+        .expect("the bootstrap token may apply the sink namespace");
+    forbidden(label_namespace("kube-system").await, "patching another namespace");
 
     // No secret in our Events, or in the profile.
     let events: Api<Event> = Api::all(client.clone());

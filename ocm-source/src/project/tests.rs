@@ -536,6 +536,7 @@ fn the_access_provider_name_is_configurable_and_bootstrap_adds_the_token_secret_
         spoke_namespace: "open-cluster-management-agent-addon".into(),
         validity: Duration::from_secs(86400),
         member_identities: vec!["sink".into()],
+        member_namespaces: vec!["sinks".into()],
     });
     let projection = run(
         &cluster("cluster-a", &[]),
@@ -725,6 +726,7 @@ fn clusterset_bindings_follow_ocm_semantics() {
         spoke_namespace: "ns".into(),
         validity: Duration::from_secs(3600),
         member_identities: vec!["x".into()],
+        member_namespaces: vec!["sinks".into()],
     });
     let projection = run(
         &lonely,
