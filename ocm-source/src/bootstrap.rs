@@ -294,9 +294,14 @@ mod tests {
             member_namespaces: vec![],
             ..bootstrap()
         };
-        assert!(no_namespace.validate().is_err(), "empty resourceNames means all");
+        assert!(
+            no_namespace.validate().is_err(),
+            "empty resourceNames means all"
+        );
         let role_style = Bootstrap {
-            member_identities: vec!["inventory-bridge:sveltos-sink:projectsveltos:projectsveltos".into()],
+            member_identities: vec![
+                "inventory-bridge:sveltos-sink:projectsveltos:projectsveltos".into(),
+            ],
             ..bootstrap()
         };
         assert!(role_style.validate().is_ok());

@@ -1451,7 +1451,10 @@ async fn bootstrap_credentials_end_to_end() {
     label_namespace(&sink_namespace)
         .await
         .expect("the bootstrap token may apply the sink namespace");
-    forbidden(label_namespace("kube-system").await, "patching another namespace");
+    forbidden(
+        label_namespace("kube-system").await,
+        "patching another namespace",
+    );
 
     // No secret in our Events, or in the profile.
     let events: Api<Event> = Api::all(client.clone());

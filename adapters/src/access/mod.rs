@@ -147,25 +147,47 @@ pub struct ProviderEntry {
         skip_serializing_if = "std::ops::Not::not"
     )]
     pub allow_insecure_skip_tls_verify: bool,
+    /// inventory-bridge extension: serve this provider name with a built-in provider
+    /// (`kubeconfig-secret` or `token-secret`) instead of a plugin. Sources publish their own
+    /// provider names (`cluster-api`, `open-cluster-management`), so this maps them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub builtin: Option<String>,
 }
 
 impl ProviderEntry {
-    /// A built-in provider entry (no plugin).
+    /// A built-in provider entry (no plugin), matched by the built-in's own name.
     pub fn builtin(name: &str) -> Self {
+        Self::builtin_as(name, name)
+    }
+
+    /// Provider `name` served by the built-in provider `builtin`.
+    pub fn builtin_as(name: &str, builtin: &str) -> Self {
         Self {
             name: name.to_string(),
             exec_config: None,
             profile_sourced_cli_args_policy: ArgsPolicy::Ignore,
             profile_sourced_env_vars_policy: EnvPolicy::Ignore,
             allow_insecure_skip_tls_verify: false,
+            builtin: (name != builtin).then(|| builtin.to_string()),
         }
     }
 
-    fn is_builtin(&self) -> bool {
-        self.exec_config.is_none()
-            && (self.name == PROVIDER_KUBECONFIG_SECRET || self.name == PROVIDER_TOKEN_SECRET)
+    /// The built-in provider serving this entry, if it has no plugin.
+    pub fn builtin_kind(&self) -> Option<&str> {
+        if self.exec_config.is_some() {
+            return None;
+        }
+        let kind = self.builtin.as_deref().unwrap_or(&self.name);
+        [PROVIDER_KUBECONFIG_SECRET, PROVIDER_TOKEN_SECRET]
+            .into_iter()
+            .find(|builtin| *builtin == kind)
     }
 }
+
+/// Provider name capi-source publishes by default (a kubeconfig Secret reference).
+pub const CAPI_SOURCE_PROVIDER: &str = "cluster-api";
+/// Provider name ocm-source publishes by default (a token Secret reference).
+pub const OCM_SOURCE_PROVIDER: &str = "open-cluster-management";
 
 /// The provider file (`--clusterprofile-provider-file`), upstream's JSON format.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,10 +197,13 @@ pub struct ProviderFile {
 }
 
 impl Default for ProviderFile {
-    /// Without a file: the two built-in providers.
+    /// Without a file: our sources' default providers served by the built-ins they are made
+    /// for, then the built-ins under their own names.
     fn default() -> Self {
         Self {
             providers: vec![
+                ProviderEntry::builtin_as(CAPI_SOURCE_PROVIDER, PROVIDER_KUBECONFIG_SECRET),
+                ProviderEntry::builtin_as(OCM_SOURCE_PROVIDER, PROVIDER_TOKEN_SECRET),
                 ProviderEntry::builtin(PROVIDER_KUBECONFIG_SECRET),
                 ProviderEntry::builtin(PROVIDER_TOKEN_SECRET),
             ],
@@ -200,9 +225,15 @@ impl ProviderFile {
             if !seen.insert(entry.name.as_str()) {
                 return Err(format!("provider {:?} is listed twice", entry.name));
             }
-            if entry.exec_config.is_none() && !entry.is_builtin() {
+            if entry.exec_config.is_some() && entry.builtin.is_some() {
                 return Err(format!(
-                    "provider {:?} has no execConfig and is not a built-in provider ({PROVIDER_KUBECONFIG_SECRET}, {PROVIDER_TOKEN_SECRET})",
+                    "provider {:?} has both an execConfig and a builtin",
+                    entry.name
+                ));
+            }
+            if entry.exec_config.is_none() && entry.builtin_kind().is_none() {
+                return Err(format!(
+                    "provider {:?} has no execConfig and names no built-in provider ({PROVIDER_KUBECONFIG_SECRET}, {PROVIDER_TOKEN_SECRET}) by name or \"builtin\"",
                     entry.name
                 ));
             }
@@ -309,7 +340,7 @@ impl Resolver<'_> {
                     provider: entry.name.clone(),
                     source,
                 })?
-        } else if entry.name == PROVIDER_KUBECONFIG_SECRET {
+        } else if entry.builtin_kind() == Some(PROVIDER_KUBECONFIG_SECRET) {
             self.kubeconfig_secret(entry, cluster.extension(EXTENSION_EXEC), profile_namespace)
                 .await?
         } else {
@@ -447,6 +478,45 @@ pub(crate) fn decode_pem(data: &str) -> Option<String> {
 mod tests {
     use super::*;
     use crate::profile::{Cluster, ClusterProfileStatus};
+
+    #[test]
+    fn default_providers_serve_our_sources_defaults_with_the_matching_built_in() {
+        let file = ProviderFile::default();
+        for (offered_name, builtin) in [
+            (CAPI_SOURCE_PROVIDER, PROVIDER_KUBECONFIG_SECRET),
+            (OCM_SOURCE_PROVIDER, PROVIDER_TOKEN_SECRET),
+            (PROVIDER_KUBECONFIG_SECRET, PROVIDER_KUBECONFIG_SECRET),
+            (PROVIDER_TOKEN_SECRET, PROVIDER_TOKEN_SECRET),
+        ] {
+            let providers = offered(&[offered_name]);
+            let refs: Vec<&AccessProvider> = providers.iter().collect();
+            let (entry, provider) = file.select(&refs).unwrap();
+            assert_eq!(provider.name, offered_name);
+            assert_eq!(entry.builtin_kind(), Some(builtin), "{offered_name}");
+        }
+    }
+
+    #[test]
+    fn builtin_maps_any_provider_name_and_is_checked() {
+        let file = ProviderFile::parse(
+            r#"{"providers": [{"name": "fleet-a", "builtin": "token-secret"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            file.providers[0].builtin_kind(),
+            Some(PROVIDER_TOKEN_SECRET)
+        );
+        assert!(
+            ProviderFile::parse(r#"{"providers": [{"name": "fleet-a", "builtin": "vault"}]}"#)
+                .is_err()
+        );
+        assert!(
+            ProviderFile::parse(
+                r#"{"providers": [{"name": "a", "builtin": "token-secret", "execConfig": {"command": "x"}}]}"#
+            )
+            .is_err()
+        );
+    }
 
     fn offered(names: &[&str]) -> Vec<AccessProvider> {
         names
