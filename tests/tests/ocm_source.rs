@@ -1486,3 +1486,220 @@ async fn bootstrap_credentials_end_to_end() {
     .unwrap();
     running.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// End to end with a sink: what the bootstrap credentials are for.
+
+#[derive(clap::Parser)]
+struct OcmCli {
+    #[command(flatten)]
+    ocm: ocm_source::args::OcmArgs,
+}
+
+#[derive(clap::Parser)]
+struct SinkCli {
+    #[command(flatten)]
+    sink: adapters::sink::SinkArgs,
+}
+
+/// ocm-source and sveltos-sink, each configured only by its command line with every default left
+/// alone: the profile's bootstrap provider leads sveltos-sink to the ManagedServiceAccount token,
+/// which (granted by the ManifestWork) lets it mint its default identity on the member; the
+/// published kubeconfig then works as that identity. Deleting the cluster revokes it.
+#[tokio::test]
+async fn ocm_bootstrap_feeds_sveltos_sink_with_both_defaults() {
+    use clap::Parser;
+    use sveltos_sink::SveltosSink;
+
+    let fleet = shared_fleet().await.unwrap();
+    let member = &fleet.members[1];
+    // A hub of its own: an ocm-source owns every ocm-source profile on its hub.
+    let hub = ControlPlane::start(harness::ControlPlaneOptions::named("e2e-hub"))
+        .await
+        .unwrap();
+    let client = hub.client().await.unwrap();
+    install_crd(&client, adapters::crd::cluster_profile_crd())
+        .await
+        .unwrap();
+    install_crds(
+        &client,
+        &[
+            ForeignCrd::ManagedCluster,
+            ForeignCrd::ManifestWork,
+            ForeignCrd::ManagedServiceAccount,
+            ForeignCrd::SveltosCluster,
+        ],
+    )
+    .await
+    .unwrap();
+    let inventory = "fleet";
+    namespace(&client, inventory).await;
+
+    let ocm = OcmCli::parse_from([
+        "ocm-source",
+        "--inventory-namespace",
+        inventory,
+        "--bootstrap-serviceaccount",
+        "inventory-bridge",
+    ])
+    .ocm
+    .config()
+    .unwrap();
+    let bootstrap = ocm.bootstrap.clone().unwrap();
+    let source = start(client.clone(), ocm, "").await;
+
+    let cluster = "spoke-1";
+    play_registration_hub(&client, cluster).await;
+    let clusters: Api<ManagedCluster> = Api::all(client.clone());
+    create_cluster(
+        &clusters,
+        cluster,
+        &[("env", "prod")],
+        &member.server(),
+        Some(BASE64.encode(member.ca_pem())),
+    )
+    .await;
+    play_registration_agent(&clusters, cluster, "True", "v1.36.3", &[]).await;
+    let profiles: Api<ClusterProfile> = Api::namespaced(client.clone(), inventory);
+    wait_profile(
+        &profiles,
+        cluster,
+        "profile with its bootstrap provider",
+        |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| !s.access_providers.is_empty())
+        },
+    )
+    .await;
+    let works: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), cluster, &manifest_work_resource());
+    wait_for(WAIT, "ManifestWork", || {
+        let works = works.clone();
+        let name = bootstrap.grant_name();
+        async move { Ok(works.get_opt(&name).await?) }
+    })
+    .await
+    .unwrap();
+    play_work_agent(&client, member, cluster, &bootstrap.grant_name()).await;
+    play_managed_serviceaccount_agent(
+        &client,
+        member,
+        cluster,
+        &bootstrap.service_account,
+        &bootstrap.spoke_namespace,
+    )
+    .await;
+
+    // sveltos-sink with nothing but the inventory set: default provider file, default identity.
+    let options = SinkCli::parse_from(["sveltos-sink", "--inventory-namespace", inventory])
+        .sink
+        .resolve::<SveltosSink>(None)
+        .unwrap();
+    let mut metrics = Metrics::new(sveltos_sink::NAME);
+    let sink_metrics = adapters::sink::SinkMetrics::register(metrics.registry_mut());
+    let runtime = Runtime::new(
+        sveltos_sink::NAME,
+        RuntimeArgs {
+            kubeconfig: None,
+            http_address: "127.0.0.1:0".parse().unwrap(),
+            log_format: LogFormat::Text,
+            log_filter: "info".into(),
+            leader_election: false,
+            lease_name: None,
+            lease_namespace: "default".into(),
+            lease_duration_seconds: 15,
+            identity: Some("e2e".into()),
+        },
+        client.clone(),
+        metrics,
+    );
+    let sink_stop = runtime.shutdown_token();
+    let sink = std::sync::Arc::new(SveltosSink {
+        property_labels: Vec::new(),
+    });
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let sink_task = tokio::spawn(runtime.run_with_listener(listener, move |context| {
+        adapters::sink::run(sink.clone(), options.clone(), sink_metrics.clone(), context)
+    }));
+
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), inventory);
+    let secret_name = format!("{cluster}-sveltos-kubeconfig");
+    let secret = wait_for(Duration::from_secs(60), "sveltos kubeconfig Secret", || {
+        let secrets = secrets.clone();
+        let name = secret_name.clone();
+        async move { Ok(secrets.get_opt(&name).await?) }
+    })
+    .await
+    .unwrap();
+    let sveltos_clusters: Api<DynamicObject> = Api::namespaced_with(
+        client.clone(),
+        inventory,
+        &ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+            "lib.projectsveltos.io",
+            "v1beta1",
+            "SveltosCluster",
+        )),
+    );
+    let sveltos_cluster = sveltos_clusters.get(cluster).await.unwrap();
+    assert_eq!(sveltos_cluster.data["spec"]["kubeconfigName"], secret_name);
+    assert_eq!(
+        sveltos_cluster.labels().get("env").map(String::as_str),
+        Some("prod")
+    );
+
+    let kubeconfig = String::from_utf8(secret.data.unwrap()["kubeconfig"].0.clone()).unwrap();
+    let minted = harness::controlplane::client_from_kubeconfig_yaml(&kubeconfig)
+        .await
+        .unwrap();
+    let review =
+        Api::<k8s_openapi::api::authentication::v1::SelfSubjectReview>::all(minted.clone())
+            .create(&PostParams::default(), &Default::default())
+            .await
+            .unwrap();
+    assert_eq!(
+        review
+            .status
+            .and_then(|s| s.user_info)
+            .and_then(|u| u.username)
+            .as_deref(),
+        Some("system:serviceaccount:projectsveltos:projectsveltos"),
+        "the published kubeconfig is sveltos-sink's own identity, not the bootstrap token"
+    );
+    let member_uid = member.kube_system_uid().await.unwrap();
+    let seen_uid = Api::<Namespace>::all(minted)
+        .get("kube-system")
+        .await
+        .unwrap()
+        .metadata
+        .uid
+        .unwrap();
+    assert_eq!(
+        seen_uid, member_uid,
+        "it reaches the cluster the profile describes"
+    );
+
+    // Deleting the cluster: profile gone, registration gone, member identity revoked.
+    clusters
+        .delete(cluster, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&profiles, cluster).await;
+    let member_accounts: Api<ServiceAccount> =
+        Api::namespaced(member.client().await.unwrap(), "projectsveltos");
+    wait_for(Duration::from_secs(60), "member identity revoked", || {
+        let member_accounts = member_accounts.clone();
+        let secrets = secrets.clone();
+        let name = secret_name.clone();
+        async move {
+            Ok((member_accounts.get_opt("projectsveltos").await?.is_none()
+                && secrets.get_opt(&name).await?.is_none())
+            .then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+    sink_stop.cancel();
+    sink_task.await.unwrap().unwrap();
+    source.stop().await;
+}
