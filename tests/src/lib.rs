@@ -69,6 +69,90 @@ where
     }
 }
 
+/// Runtime flags for running an adapter in-process in a test: no leader election (one replica),
+/// HTTP on the listener the test binds, text logs filtered by `log_filter`.
+pub fn in_process_runtime_args(identity: &str, log_filter: &str) -> adapters::runtime::RuntimeArgs {
+    adapters::runtime::RuntimeArgs {
+        kubeconfig: None,
+        http_address: std::net::SocketAddr::from(([127, 0, 0, 1], 0)),
+        log_format: adapters::runtime::LogFormat::Text,
+        log_filter: log_filter.to_string(),
+        leader_election: false,
+        lease_name: None,
+        lease_namespace: "default".to_string(),
+        lease_duration_seconds: 15,
+        identity: Some(identity.to_string()),
+    }
+}
+
+/// A plain HTTP/1.0 GET against an adapter's HTTP port: status code and body.
+pub async fn http_get(address: std::net::SocketAddr, path: &str) -> Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(address).await?;
+    stream
+        .write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
+        .await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    let code = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Ok((code, body))
+}
+
+/// An adapter running in-process.
+pub struct InProcess {
+    /// Cancelling it stops the adapter as SIGTERM would.
+    pub stop: tokio_util::sync::CancellationToken,
+    /// The adapter's run.
+    pub task: tokio::task::JoinHandle<adapters::Result<()>>,
+}
+
+impl InProcess {
+    /// Stop it and require a clean stop.
+    pub async fn shutdown(self) -> Result<()> {
+        self.stop.cancel();
+        self.task.await??;
+        Ok(())
+    }
+}
+
+/// Run sveltos-sink in-process against `hub`, configured by its command line `argv` (without the
+/// program name) exactly as its binary would be.
+pub async fn run_sveltos_sink(hub: kube::Client, argv: &[&str]) -> Result<InProcess> {
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        sink: adapters::sink::SinkArgs,
+    }
+    let cli = Cli::try_parse_from(std::iter::once("sveltos-sink").chain(argv.iter().copied()))?;
+    let options = cli.sink.resolve::<sveltos_sink::SveltosSink>(None)?;
+    let mut metrics = adapters::runtime::Metrics::new(sveltos_sink::NAME);
+    let sink_metrics = adapters::sink::SinkMetrics::register(metrics.registry_mut());
+    let runtime = adapters::runtime::Runtime::new(
+        sveltos_sink::NAME,
+        in_process_runtime_args("in-process", "info"),
+        hub,
+        metrics,
+    );
+    let stop = runtime.shutdown_token();
+    let sink = std::sync::Arc::new(sveltos_sink::SveltosSink {
+        property_labels: Vec::new(),
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let task = tokio::spawn(runtime.run_with_listener(listener, move |context| {
+        adapters::sink::run(sink.clone(), options.clone(), sink_metrics.clone(), context)
+    }));
+    Ok(InProcess { stop, task })
+}
+
 /// Create a namespace of its own for one test: `<prefix>-<unique suffix>`.
 pub async fn test_namespace(client: &kube::Client, prefix: &str) -> Result<String> {
     static COUNTER: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);

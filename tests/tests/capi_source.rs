@@ -17,7 +17,7 @@ use adapters::profile::{
     CONDITION_CONTROL_PLANE_HEALTHY, CONDITION_JOINED, ClusterManager, ClusterProfile,
     ClusterProfileSpec, EXTENSION_EXEC, LABEL_CLUSTER_MANAGER, LABEL_INVENTORY_MEMBER_ID,
 };
-use adapters::runtime::{LogFormat, Metrics, Runtime, RuntimeArgs};
+use adapters::runtime::{Metrics, Runtime};
 use adapters::source::{LABEL_SOURCE, SourceArgs};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -36,7 +36,6 @@ use kube::api::{
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::{Client, ResourceExt};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -218,14 +217,7 @@ impl Running {
     }
 
     async fn metrics(&self) -> String {
-        let mut stream = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
+        harness::http_get(self.metrics, "/metrics").await.unwrap().1
     }
 
     /// A counter's value from the exposition (0 when absent).
@@ -262,17 +254,7 @@ fn capi_args(inventory: &str, watch_namespace: Option<&str>, refresh_seconds: u6
 
 async fn start(client: Client, name: &'static str, args: CapiArgs) -> Running {
     captured_logs();
-    let runtime_args = RuntimeArgs {
-        kubeconfig: None,
-        http_address: "127.0.0.1:0".parse().unwrap(),
-        log_format: LogFormat::Text,
-        log_filter: "debug".into(),
-        leader_election: false,
-        lease_name: None,
-        lease_namespace: "default".into(),
-        lease_duration_seconds: 15,
-        identity: Some(name.to_string()),
-    };
+    let runtime_args = harness::in_process_runtime_args(name, "debug");
     let mut metrics = Metrics::new(name);
     let capi_metrics = CapiMetrics::register(&mut metrics);
     let runtime = Runtime::new(name, runtime_args, client, metrics);
@@ -1253,4 +1235,106 @@ async fn an_unreachable_member_keeps_its_last_known_values() {
     })
     .await;
     running.stop().await;
+}
+
+/// capi-source and sveltos-sink with their defaults: the profile's `cluster-api` provider points
+/// at the `<cluster>-kubeconfig` Secret, which sveltos-sink's default provider file serves with
+/// the built-in `kubeconfig-secret`; with CAPI's admin kubeconfig it mints its own identity on the
+/// member and publishes a kubeconfig for that identity only — the admin kubeconfig never leaves
+/// its Secret.
+#[tokio::test]
+async fn capi_kubeconfig_bootstraps_sveltos_sink_with_both_defaults() {
+    captured_logs();
+    let fleet = shared_fleet().await.unwrap();
+    let member = &fleet.members[0];
+    let hub = ControlPlane::start(ControlPlaneOptions::named("capi-e2e-hub"))
+        .await
+        .unwrap();
+    let client = hub.client().await.unwrap();
+    install_crds(
+        &client,
+        &[ForeignCrd::CapiCluster, ForeignCrd::SveltosCluster],
+    )
+    .await
+    .unwrap();
+    install_crd(&client, adapters::crd::cluster_profile_crd())
+        .await
+        .unwrap();
+    let team = test_namespace(&client, "team").await.unwrap();
+    let inventory = test_namespace(&client, "inventory").await.unwrap();
+    let source = start(
+        client.clone(),
+        "capi-source",
+        capi_args(&inventory, None, 300),
+    )
+    .await;
+    let capi = play_capi_controllers(&client, &team, "v1beta2");
+    capi.create_cluster(
+        "web",
+        json!({"env": "prod"}),
+        v1beta2_spec("quick-start", "v1.36.3"),
+        v1beta2_ready_status("v1.36.3"),
+    )
+    .await;
+    let admin_kubeconfig = member.admin_kubeconfig_yaml();
+    capi.write_kubeconfig("web", admin_kubeconfig.as_bytes())
+        .await;
+    let profile_name = format!("{team}-web");
+    let profiles: Api<ClusterProfile> = Api::namespaced(client.clone(), &inventory);
+    wait_profile(&profiles, &profile_name, "joined profile", |p| {
+        joined_is(p, "True", "KubeconfigAvailable") || server(p) == Some(member.server())
+    })
+    .await;
+
+    let sink = harness::run_sveltos_sink(client.clone(), &["--inventory-namespace", &inventory])
+        .await
+        .unwrap();
+    let secrets: Api<Secret> = Api::namespaced(client.clone(), &inventory);
+    let secret_name = format!("{profile_name}-sveltos-kubeconfig");
+    let secret = wait_for(Duration::from_secs(60), "sveltos kubeconfig Secret", || {
+        let secrets = secrets.clone();
+        let name = secret_name.clone();
+        async move { Ok(secrets.get_opt(&name).await?) }
+    })
+    .await
+    .unwrap();
+    let kubeconfig = String::from_utf8(secret.data.unwrap()["kubeconfig"].0.clone()).unwrap();
+    let minted = harness::controlplane::client_from_kubeconfig_yaml(&kubeconfig)
+        .await
+        .unwrap();
+    let review = Api::<k8s_openapi::api::authentication::v1::SelfSubjectReview>::all(minted)
+        .create(&PostParams::default(), &Default::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        review
+            .status
+            .and_then(|s| s.user_info)
+            .and_then(|u| u.username)
+            .as_deref(),
+        Some("system:serviceaccount:projectsveltos:projectsveltos")
+    );
+    // The admin credential stayed in CAPI's Secret: not in what the sink published.
+    let admin_key = member.pki().admin_key.lines().nth(1).unwrap().to_string();
+    assert!(!kubeconfig.contains(&admin_key));
+    assert!(!kubeconfig.contains("client-key-data"));
+
+    capi.delete_cluster("web").await;
+    wait_gone(&profiles, &profile_name).await;
+    let member_accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        Api::namespaced(member.client().await.unwrap(), "projectsveltos");
+    wait_for(Duration::from_secs(60), "member identity revoked", || {
+        let member_accounts = member_accounts.clone();
+        let secrets = secrets.clone();
+        let name = secret_name.clone();
+        async move {
+            Ok((member_accounts.get_opt("projectsveltos").await?.is_none()
+                && secrets.get_opt(&name).await?.is_none())
+            .then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+    sink.shutdown().await.unwrap();
+    source.stop().await;
 }

@@ -19,7 +19,7 @@ use adapters::profile::{
     CONDITION_CONTROL_PLANE_HEALTHY, CONDITION_JOINED, ClusterManager, ClusterProfile,
     ClusterProfileSpec, LABEL_CLUSTER_MANAGER, LABEL_CLUSTER_SET, LABEL_INVENTORY_MEMBER_ID,
 };
-use adapters::runtime::{LogFormat, Metrics, Runtime, RuntimeArgs};
+use adapters::runtime::{Metrics, Runtime};
 use adapters::source::{
     ANNOTATION_SOURCE_OBJECT, LABEL_SOURCE, SourceArgs, SourceMetrics, SourceSettings, run_source,
 };
@@ -39,7 +39,6 @@ use ocm_source::bootstrap::{Bootstrap, managed_service_account_resource, manifes
 use ocm_source::types::ManagedCluster;
 use ocm_source::{Config, OcmSource, Placement};
 use serde_json::{Value, json};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
@@ -55,17 +54,7 @@ struct Running {
 }
 
 async fn start(client: Client, config: Config, selector: &str) -> Running {
-    let args = RuntimeArgs {
-        kubeconfig: None,
-        http_address: "127.0.0.1:0".parse().unwrap(),
-        log_format: LogFormat::Text,
-        log_filter: "info".into(),
-        leader_election: false,
-        lease_name: None,
-        lease_namespace: "default".into(),
-        lease_duration_seconds: 15,
-        identity: Some("test".into()),
-    };
+    let args = harness::in_process_runtime_args("test", "info");
     let mut metrics = Metrics::new(ocm_source::NAME);
     let source_metrics = SourceMetrics::register(&mut metrics);
     let runtime = Runtime::new(ocm_source::NAME, args, client, metrics);
@@ -99,14 +88,7 @@ impl Running {
 
     /// The adapter's own /metrics text.
     async fn metrics(&self) -> String {
-        let mut stream = tokio::net::TcpStream::connect(self.metrics).await.unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await
-            .unwrap();
-        let mut body = String::new();
-        stream.read_to_string(&mut body).await.unwrap();
-        body
+        harness::http_get(self.metrics, "/metrics").await.unwrap().1
     }
 
     async fn problems(&self, category: &str) -> u64 {
@@ -1496,12 +1478,6 @@ struct OcmCli {
     ocm: ocm_source::args::OcmArgs,
 }
 
-#[derive(clap::Parser)]
-struct SinkCli {
-    #[command(flatten)]
-    sink: adapters::sink::SinkArgs,
-}
-
 /// ocm-source and sveltos-sink, each configured only by its command line with every default left
 /// alone: the profile's bootstrap provider leads sveltos-sink to the ManagedServiceAccount token,
 /// which (granted by the ManifestWork) lets it mint its default identity on the member; the
@@ -1509,7 +1485,6 @@ struct SinkCli {
 #[tokio::test]
 async fn ocm_bootstrap_feeds_sveltos_sink_with_both_defaults() {
     use clap::Parser;
-    use sveltos_sink::SveltosSink;
 
     let fleet = shared_fleet().await.unwrap();
     let member = &fleet.members[1];
@@ -1592,36 +1567,9 @@ async fn ocm_bootstrap_feeds_sveltos_sink_with_both_defaults() {
     .await;
 
     // sveltos-sink with nothing but the inventory set: default provider file, default identity.
-    let options = SinkCli::parse_from(["sveltos-sink", "--inventory-namespace", inventory])
-        .sink
-        .resolve::<SveltosSink>(None)
+    let sink = harness::run_sveltos_sink(client.clone(), &["--inventory-namespace", inventory])
+        .await
         .unwrap();
-    let mut metrics = Metrics::new(sveltos_sink::NAME);
-    let sink_metrics = adapters::sink::SinkMetrics::register(metrics.registry_mut());
-    let runtime = Runtime::new(
-        sveltos_sink::NAME,
-        RuntimeArgs {
-            kubeconfig: None,
-            http_address: "127.0.0.1:0".parse().unwrap(),
-            log_format: LogFormat::Text,
-            log_filter: "info".into(),
-            leader_election: false,
-            lease_name: None,
-            lease_namespace: "default".into(),
-            lease_duration_seconds: 15,
-            identity: Some("e2e".into()),
-        },
-        client.clone(),
-        metrics,
-    );
-    let sink_stop = runtime.shutdown_token();
-    let sink = std::sync::Arc::new(SveltosSink {
-        property_labels: Vec::new(),
-    });
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let sink_task = tokio::spawn(runtime.run_with_listener(listener, move |context| {
-        adapters::sink::run(sink.clone(), options.clone(), sink_metrics.clone(), context)
-    }));
 
     let secrets: Api<Secret> = Api::namespaced(client.clone(), inventory);
     let secret_name = format!("{cluster}-sveltos-kubeconfig");
@@ -1699,7 +1647,6 @@ async fn ocm_bootstrap_feeds_sveltos_sink_with_both_defaults() {
     })
     .await
     .unwrap();
-    sink_stop.cancel();
-    sink_task.await.unwrap().unwrap();
+    sink.shutdown().await.unwrap();
     source.stop().await;
 }

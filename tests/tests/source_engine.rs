@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use adapters::profile::{ClusterProfile, ClusterVersion, LABEL_CLUSTER_MANAGER};
-use adapters::runtime::{LogFormat, Metrics, Runtime, RuntimeArgs};
+use adapters::runtime::{Metrics, Runtime};
 use adapters::source::{
     DesiredProfile, LABEL_SOURCE, Observed, Problem, Projection, Source, SourceArgs, SourceMetrics,
     SourceSettings, run_source,
@@ -88,17 +88,7 @@ struct Running {
 }
 
 async fn start(client: Client, sources: &str, inventory: &str) -> Running {
-    let args = RuntimeArgs {
-        kubeconfig: None,
-        http_address: "127.0.0.1:0".parse().unwrap(),
-        log_format: LogFormat::Text,
-        log_filter: "info".into(),
-        leader_election: false,
-        lease_name: None,
-        lease_namespace: "default".into(),
-        lease_duration_seconds: 15,
-        identity: Some("test".into()),
-    };
+    let args = harness::in_process_runtime_args("test", "info");
     let mut metrics = Metrics::new("test-source");
     let source_metrics = SourceMetrics::register(&mut metrics);
     let runtime = Runtime::new("test-source", args, client, metrics);

@@ -19,7 +19,7 @@ use adapters::profile::{
     EXTENSION_EXEC_ADDITIONAL_ENVS, LABEL_CLUSTER_MANAGER, LABEL_INVENTORY_MEMBER_ID,
     NamedExtension,
 };
-use adapters::runtime::{LogFormat, Metrics, Runtime, RuntimeArgs};
+use adapters::runtime::{Metrics, Runtime};
 use adapters::sink::{RenewalPolicy, Sink, SinkMetrics, SinkOptions};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -39,7 +39,6 @@ use kube::api::{
 use kube::core::ApiResource;
 use serde_json::{Value, json};
 use sveltos_sink::{SveltosCluster, SveltosSink};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::sync::CancellationToken;
 
 // ---- log capture ---------------------------------------------------------------------------
@@ -126,14 +125,7 @@ impl Drop for RunningSink {
 
 impl RunningSink {
     async fn metrics(&self) -> String {
-        let mut stream = tokio::net::TcpStream::connect(self.address).await.unwrap();
-        stream
-            .write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")
-            .await
-            .unwrap();
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await.unwrap();
-        response
+        harness::http_get(self.address, "/metrics").await.unwrap().1
     }
 
     /// The value of the metric `name` whose labels include all of `labels`.
@@ -167,17 +159,7 @@ async fn start_sink(hub: &Client, options: SinkOptions, sink: SveltosSink) -> Ru
     let address = listener.local_addr().unwrap();
     let mut metrics = Metrics::new(SveltosSink::NAME);
     let sink_metrics = SinkMetrics::register(metrics.registry_mut());
-    let args = RuntimeArgs {
-        kubeconfig: None,
-        http_address: address,
-        log_format: LogFormat::Text,
-        log_filter: "debug".into(),
-        leader_election: false,
-        lease_name: None,
-        lease_namespace: "default".into(),
-        lease_duration_seconds: 15,
-        identity: Some("test".into()),
-    };
+    let args = harness::in_process_runtime_args("test", "debug");
     let runtime = Runtime::new(SveltosSink::NAME, args, hub.clone(), metrics);
     let shutdown = runtime.shutdown_token();
     let sink = Arc::new(sink);
