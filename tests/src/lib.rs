@@ -69,6 +69,92 @@ where
     }
 }
 
+/// Wait until `api` has `name` and `check` accepts it; returns it.
+pub async fn wait_object<K>(
+    api: &kube::Api<K>,
+    name: &str,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&K) -> bool,
+) -> Result<K>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let check = &check;
+    wait_for(timeout, what, || {
+        let api = api.clone();
+        async move { Ok(api.get_opt(name).await?.filter(check)) }
+    })
+    .await
+}
+
+/// Wait until `api` no longer has `name`.
+pub async fn wait_object_gone<K>(api: &kube::Api<K>, name: &str, timeout: Duration) -> Result<()>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    wait_for(timeout, &format!("{name} deleted"), || {
+        let api = api.clone();
+        async move { Ok(api.get_opt(name).await?.is_none().then_some(())) }
+    })
+    .await
+}
+
+/// What sveltos-sink published for `profile` in `namespace` (waiting for it): the kubeconfig of
+/// its Secret and the user that kubeconfig authenticates as.
+pub async fn sveltos_registration(
+    hub: &kube::Client,
+    namespace: &str,
+    profile: &str,
+) -> Result<(String, String)> {
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(hub.clone(), namespace);
+    let secret = wait_object(
+        &secrets,
+        &format!("{profile}-sveltos-kubeconfig"),
+        "sveltos kubeconfig Secret",
+        Duration::from_secs(60),
+        |_| true,
+    )
+    .await?;
+    let kubeconfig = secret
+        .data
+        .and_then(|data| data.get("kubeconfig").map(|value| value.0.clone()))
+        .ok_or("the Secret has no kubeconfig key")?;
+    let kubeconfig = String::from_utf8(kubeconfig)?;
+    let client = controlplane::client_from_kubeconfig_yaml(&kubeconfig).await?;
+    let review = kube::Api::<k8s_openapi::api::authentication::v1::SelfSubjectReview>::all(client)
+        .create(&PostParams::default(), &Default::default())
+        .await?;
+    let username = review
+        .status
+        .and_then(|s| s.user_info)
+        .and_then(|u| u.username)
+        .unwrap_or_default();
+    Ok((kubeconfig, username))
+}
+
+/// Wait until sveltos-sink's registration of `profile` is gone from the hub and its default
+/// member identity (`projectsveltos/projectsveltos`) is gone from `member`.
+pub async fn wait_sveltos_registration_revoked(
+    hub: &kube::Client,
+    namespace: &str,
+    profile: &str,
+    member: &ControlPlane,
+) -> Result<()> {
+    let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
+        kube::Api::namespaced(hub.clone(), namespace);
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(member.client().await?, "projectsveltos");
+    wait_object_gone(&accounts, "projectsveltos", Duration::from_secs(60)).await?;
+    wait_object_gone(
+        &secrets,
+        &format!("{profile}-sveltos-kubeconfig"),
+        Duration::from_secs(60),
+    )
+    .await
+}
+
 /// Runtime flags for running an adapter in-process in a test: no leader election (one replica),
 /// HTTP on the listener the test binds, text logs filtered by `log_filter`.
 pub fn in_process_runtime_args(identity: &str, log_filter: &str) -> adapters::runtime::RuntimeArgs {

@@ -280,26 +280,15 @@ async fn wait_profile(
     what: &str,
     check: impl Fn(&ClusterProfile) -> bool,
 ) -> ClusterProfile {
-    let check = &check;
-    wait_for(Duration::from_secs(60), what, || {
-        let profiles = profiles.clone();
-        async move { Ok(profiles.get_opt(name).await?.filter(check)) }
-    })
-    .await
-    .unwrap()
+    harness::wait_object(profiles, name, what, Duration::from_secs(60), check)
+        .await
+        .unwrap()
 }
 
 async fn wait_gone(profiles: &Api<ClusterProfile>, name: &str) {
-    wait_for(
-        Duration::from_secs(60),
-        &format!("profile {name} deleted"),
-        || {
-            let profiles = profiles.clone();
-            async move { Ok(profiles.get_opt(name).await?.is_none().then_some(())) }
-        },
-    )
-    .await
-    .unwrap();
+    harness::wait_object_gone(profiles, name, Duration::from_secs(60))
+        .await
+        .unwrap();
 }
 
 fn condition(profile: &ClusterProfile, type_: &str) -> Option<(String, String)> {
@@ -1289,30 +1278,12 @@ async fn capi_kubeconfig_bootstraps_sveltos_sink_with_both_defaults() {
     let sink = harness::run_sveltos_sink(client.clone(), &["--inventory-namespace", &inventory])
         .await
         .unwrap();
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), &inventory);
-    let secret_name = format!("{profile_name}-sveltos-kubeconfig");
-    let secret = wait_for(Duration::from_secs(60), "sveltos kubeconfig Secret", || {
-        let secrets = secrets.clone();
-        let name = secret_name.clone();
-        async move { Ok(secrets.get_opt(&name).await?) }
-    })
-    .await
-    .unwrap();
-    let kubeconfig = String::from_utf8(secret.data.unwrap()["kubeconfig"].0.clone()).unwrap();
-    let minted = harness::controlplane::client_from_kubeconfig_yaml(&kubeconfig)
-        .await
-        .unwrap();
-    let review = Api::<k8s_openapi::api::authentication::v1::SelfSubjectReview>::all(minted)
-        .create(&PostParams::default(), &Default::default())
+    let (kubeconfig, username) = harness::sveltos_registration(&client, &inventory, &profile_name)
         .await
         .unwrap();
     assert_eq!(
-        review
-            .status
-            .and_then(|s| s.user_info)
-            .and_then(|u| u.username)
-            .as_deref(),
-        Some("system:serviceaccount:projectsveltos:projectsveltos")
+        username,
+        "system:serviceaccount:projectsveltos:projectsveltos"
     );
     // The admin credential stayed in CAPI's Secret: not in what the sink published.
     let admin_key = member.pki().admin_key.lines().nth(1).unwrap().to_string();
@@ -1321,20 +1292,9 @@ async fn capi_kubeconfig_bootstraps_sveltos_sink_with_both_defaults() {
 
     capi.delete_cluster("web").await;
     wait_gone(&profiles, &profile_name).await;
-    let member_accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        Api::namespaced(member.client().await.unwrap(), "projectsveltos");
-    wait_for(Duration::from_secs(60), "member identity revoked", || {
-        let member_accounts = member_accounts.clone();
-        let secrets = secrets.clone();
-        let name = secret_name.clone();
-        async move {
-            Ok((member_accounts.get_opt("projectsveltos").await?.is_none()
-                && secrets.get_opt(&name).await?.is_none())
-            .then_some(()))
-        }
-    })
-    .await
-    .unwrap();
+    harness::wait_sveltos_registration_revoked(&client, &inventory, &profile_name, member)
+        .await
+        .unwrap();
     sink.shutdown().await.unwrap();
     source.stop().await;
 }

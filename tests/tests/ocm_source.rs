@@ -344,22 +344,15 @@ async fn wait_profile(
     what: &str,
     check: impl Fn(&ClusterProfile) -> bool,
 ) -> ClusterProfile {
-    let check = &check;
-    wait_for(WAIT, what, || {
-        let profiles = profiles.clone();
-        async move { Ok(profiles.get_opt(name).await?.filter(check)) }
-    })
-    .await
-    .unwrap()
+    harness::wait_object(profiles, name, what, WAIT, check)
+        .await
+        .unwrap()
 }
 
 async fn wait_gone(profiles: &Api<ClusterProfile>, name: &str) {
-    wait_for(WAIT, &format!("profile {name} deleted"), || {
-        let profiles = profiles.clone();
-        async move { Ok(profiles.get_opt(name).await?.is_none().then_some(())) }
-    })
-    .await
-    .unwrap();
+    harness::wait_object_gone(profiles, name, WAIT)
+        .await
+        .unwrap();
 }
 
 async fn wait_event(client: &Client, object: &str, reason: &str, contains: &str) -> Event {
@@ -1571,15 +1564,13 @@ async fn ocm_bootstrap_feeds_sveltos_sink_with_both_defaults() {
         .await
         .unwrap();
 
-    let secrets: Api<Secret> = Api::namespaced(client.clone(), inventory);
-    let secret_name = format!("{cluster}-sveltos-kubeconfig");
-    let secret = wait_for(Duration::from_secs(60), "sveltos kubeconfig Secret", || {
-        let secrets = secrets.clone();
-        let name = secret_name.clone();
-        async move { Ok(secrets.get_opt(&name).await?) }
-    })
-    .await
-    .unwrap();
+    let (kubeconfig, username) = harness::sveltos_registration(&client, inventory, cluster)
+        .await
+        .unwrap();
+    assert_eq!(
+        username, "system:serviceaccount:projectsveltos:projectsveltos",
+        "the published kubeconfig is sveltos-sink's own identity, not the bootstrap token"
+    );
     let sveltos_clusters: Api<DynamicObject> = Api::namespaced_with(
         client.clone(),
         inventory,
@@ -1590,30 +1581,17 @@ async fn ocm_bootstrap_feeds_sveltos_sink_with_both_defaults() {
         )),
     );
     let sveltos_cluster = sveltos_clusters.get(cluster).await.unwrap();
-    assert_eq!(sveltos_cluster.data["spec"]["kubeconfigName"], secret_name);
+    assert_eq!(
+        sveltos_cluster.data["spec"]["kubeconfigName"],
+        format!("{cluster}-sveltos-kubeconfig")
+    );
     assert_eq!(
         sveltos_cluster.labels().get("env").map(String::as_str),
         Some("prod")
     );
-
-    let kubeconfig = String::from_utf8(secret.data.unwrap()["kubeconfig"].0.clone()).unwrap();
     let minted = harness::controlplane::client_from_kubeconfig_yaml(&kubeconfig)
         .await
         .unwrap();
-    let review =
-        Api::<k8s_openapi::api::authentication::v1::SelfSubjectReview>::all(minted.clone())
-            .create(&PostParams::default(), &Default::default())
-            .await
-            .unwrap();
-    assert_eq!(
-        review
-            .status
-            .and_then(|s| s.user_info)
-            .and_then(|u| u.username)
-            .as_deref(),
-        Some("system:serviceaccount:projectsveltos:projectsveltos"),
-        "the published kubeconfig is sveltos-sink's own identity, not the bootstrap token"
-    );
     let member_uid = member.kube_system_uid().await.unwrap();
     let seen_uid = Api::<Namespace>::all(minted)
         .get("kube-system")
@@ -1633,20 +1611,9 @@ async fn ocm_bootstrap_feeds_sveltos_sink_with_both_defaults() {
         .await
         .unwrap();
     wait_gone(&profiles, cluster).await;
-    let member_accounts: Api<ServiceAccount> =
-        Api::namespaced(member.client().await.unwrap(), "projectsveltos");
-    wait_for(Duration::from_secs(60), "member identity revoked", || {
-        let member_accounts = member_accounts.clone();
-        let secrets = secrets.clone();
-        let name = secret_name.clone();
-        async move {
-            Ok((member_accounts.get_opt("projectsveltos").await?.is_none()
-                && secrets.get_opt(&name).await?.is_none())
-            .then_some(()))
-        }
-    })
-    .await
-    .unwrap();
+    harness::wait_sveltos_registration_revoked(&client, inventory, cluster, member)
+        .await
+        .unwrap();
     sink.shutdown().await.unwrap();
     source.stop().await;
 }

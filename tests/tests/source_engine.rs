@@ -152,26 +152,15 @@ async fn wait_profile(
     what: &str,
     check: impl Fn(&ClusterProfile) -> bool,
 ) -> ClusterProfile {
-    let check = &check;
-    wait_for(Duration::from_secs(20), what, || {
-        let profiles = profiles.clone();
-        async move { Ok(profiles.get_opt(name).await?.filter(check)) }
-    })
-    .await
-    .unwrap()
+    harness::wait_object(profiles, name, what, Duration::from_secs(20), check)
+        .await
+        .unwrap()
 }
 
 async fn wait_gone(profiles: &Api<ClusterProfile>, name: &str) {
-    wait_for(
-        Duration::from_secs(20),
-        &format!("profile {name} deleted"),
-        || {
-            let profiles = profiles.clone();
-            async move { Ok(profiles.get_opt(name).await?.is_none().then_some(())) }
-        },
-    )
-    .await
-    .unwrap();
+    harness::wait_object_gone(profiles, name, Duration::from_secs(20))
+        .await
+        .unwrap();
 }
 
 async fn profile_writes(client: &Client) -> u64 {
