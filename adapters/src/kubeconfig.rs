@@ -302,6 +302,94 @@ pub fn bootstrap_credential(
     }
 }
 
+/// The endpoint a bootstrap kubeconfig itself names: the cluster of `context` (default: the
+/// current context). A bootstrap credential is only ever sent to this server, whatever a profile
+/// says. A CA given as a file path is refused (it would read files on our side);
+/// `insecure-skip-tls-verify` only where the provider file allows it.
+pub fn bootstrap_endpoint(
+    text: &str,
+    context: Option<&str>,
+    allow_insecure: bool,
+) -> Result<Endpoint, KubeconfigError> {
+    let invalid = |what: &str| KubeconfigError::Kubeconfig(what.to_string());
+    let doc: Value =
+        serde_saphyr::from_str(text).map_err(|_| invalid("the data is not a valid kubeconfig"))?;
+    let context_name = match context {
+        Some(name) => name.to_string(),
+        None => doc
+            .get("current-context")
+            .and_then(Value::as_str)
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| invalid("no context given and no current-context"))?
+            .to_string(),
+    };
+    let named = |list: &str, name: &str| -> Option<Value> {
+        doc.get(list)?
+            .as_array()?
+            .iter()
+            .find(|e| e.get("name").and_then(Value::as_str) == Some(name))
+            .cloned()
+    };
+    let cluster_name = named("contexts", &context_name)
+        .and_then(|c| {
+            c.pointer("/context/cluster")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        })
+        .ok_or_else(|| invalid(&format!("context {context_name:?} names no cluster")))?;
+    let cluster = named("clusters", &cluster_name)
+        .and_then(|c| c.get("cluster").cloned())
+        .ok_or_else(|| invalid(&format!("cluster {cluster_name:?} not found")))?;
+    let cluster: Cluster = serde_json::from_value(cluster)
+        .map_err(|_| invalid(&format!("cluster {cluster_name:?} is malformed")))?;
+    if cluster
+        .certificate_authority
+        .as_deref()
+        .is_some_and(|path| !path.is_empty())
+    {
+        return Err(invalid(&format!(
+            "cluster {cluster_name:?} refers to a CA file; only inline certificate-authority-data is accepted"
+        )));
+    }
+    Endpoint::from_cluster(&cluster, allow_insecure)
+}
+
+impl Endpoint {
+    /// Why `self` (what a profile advertises) disagrees with `trusted` (what the credential's own
+    /// record names), if it does. A field the profile leaves out is no disagreement; the trusted
+    /// endpoint is what gets used.
+    pub fn disagreement(&self, trusted: &Endpoint) -> Option<String> {
+        if self.server != trusted.server {
+            return Some(format!(
+                "the profile names server {:?} but the credential belongs to {:?}",
+                self.server, trusted.server
+            ));
+        }
+        let differs = |ours: &Option<String>, theirs: &Option<String>| {
+            ours.as_deref()
+                .is_some_and(|o| theirs.as_deref().map(str::trim) != Some(o.trim()))
+        };
+        if differs(&self.ca_pem, &trusted.ca_pem) {
+            return Some(
+                "the profile's certificate-authority-data differs from the credential's".into(),
+            );
+        }
+        if differs(&self.tls_server_name, &trusted.tls_server_name) {
+            return Some("the profile's tls-server-name differs from the credential's".into());
+        }
+        if differs(&self.proxy_url, &trusted.proxy_url) {
+            return Some("the profile's proxy-url differs from the credential's".into());
+        }
+        if self.insecure_skip_tls_verify && !trusted.insecure_skip_tls_verify {
+            return Some(
+                "the profile turns off certificate verification; the credential's cluster does not"
+                    .into(),
+            );
+        }
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -297,6 +297,7 @@ pub async fn run_source<S: Source>(
     let natives_api = source.native_api(client.clone(), settings.watch_namespace.as_deref());
     let (natives, native_writer) = reflector::store();
     let (deleted_tx, mut deleted_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let profile_deleted_tx = deleted_tx.clone();
     let native_stream = watcher(natives_api, native_config)
         .default_backoff()
         // managedFields of foreign objects are never needed and bloat the cache.
@@ -317,6 +318,14 @@ pub async fn run_source<S: Source>(
     let profile_stream = watcher(profiles_api, ours.clone())
         .default_backoff()
         .reflect(profile_writer)
+        .inspect(move |event| {
+            // A profile really gone (finalizers done) may release its source's companions.
+            if let Ok(watcher::Event::Delete(profile)) = event
+                && let Some(key) = source_object_of(&profile.metadata)
+            {
+                let _ = profile_deleted_tx.send(key.to_string());
+            }
+        })
         .touched_objects();
 
     let mut controller = Controller::for_stream(native_stream, natives.clone())
@@ -538,6 +547,10 @@ impl<S: Source> Engine<S> {
                 problems.push(problem);
             }
         }
+        // Companions (bootstrap grants) outlive the profiles of a leaving source object until
+        // those are really gone: the sinks' finalizers still need them to revoke.
+        let hold_companions =
+            projection.profiles.is_empty() && !self.our_profiles_of(key).is_empty();
         for (resource, store) in &self.companions {
             for object in store.state() {
                 let id = (
@@ -545,7 +558,8 @@ impl<S: Source> Engine<S> {
                     object.namespace().unwrap_or_default(),
                     object.name_any(),
                 );
-                if source_object_of(&object.metadata) == Some(key)
+                if !hold_companions
+                    && source_object_of(&object.metadata) == Some(key)
                     && self.is_ours(&object.metadata)
                     && !wanted_companions.contains(&id)
                 {
@@ -781,10 +795,15 @@ impl<S: Source> Engine<S> {
         {
             return;
         }
-        for profile in self.our_profiles_of(key) {
-            if let Err(err) = self.delete_profile(&profile).await {
+        let remaining = self.our_profiles_of(key);
+        for profile in &remaining {
+            if let Err(err) = self.delete_profile(profile).await {
                 warn!(profile = %profile.name_any(), category = %err.category(), error = %err, "cannot delete orphaned profile; will retry on the next sweep");
             }
+        }
+        if !remaining.is_empty() {
+            // Companions go when the last profile is gone (its delete event sweeps again).
+            return;
         }
         for (resource, store) in &self.companions {
             for object in store.state() {

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use adapters::names::{is_dns1123_label, is_valid_label_value};
 
+use adapters::member::{self, MemberIdentity};
+
 use crate::bootstrap::{Bootstrap, DEFAULT_SPOKE_NAMESPACE};
 use crate::project::{
     ClusterProxy, Config, DEFAULT_EXCLUDED_PREFIX, OPEN_CLUSTER_MANAGEMENT, Placement,
@@ -68,25 +70,59 @@ pub struct OcmArgs {
     #[arg(long, env = "IB_BOOTSTRAP_TOKEN_VALIDITY", default_value = "24h", value_parser = parse_duration)]
     pub bootstrap_token_validity: Duration,
 
-    /// Names of the ServiceAccounts/ClusterRoles/ClusterRoleBindings sinks create on members: the
-    /// only names the bootstrap token may read, change, bind, escalate or mint tokens for.
+    /// Sinks whose default member identity the bootstrap ManifestWork provisions on every
+    /// cluster (the token may only mint tokens for, and revoke, those): `<sink>` or
+    /// `<instance>=<sink>`, repeatable or comma-separated; sinks are sveltos-sink, argocd-sink,
+    /// flux-sink.
     #[arg(
-        long = "bootstrap-member-identity",
-        env = "IB_BOOTSTRAP_MEMBER_IDENTITIES",
+        long = "bootstrap-sink",
+        env = "IB_BOOTSTRAP_SINKS",
         value_delimiter = ',',
-        // sveltos-sink's default identity: its ServiceAccount and its ClusterRole(Binding).
-        default_value = "projectsveltos,inventory-bridge:sveltos-sink:projectsveltos:projectsveltos"
+        default_value = "sveltos-sink,argocd-sink,flux-sink"
     )]
-    pub bootstrap_member_identities: Vec<String>,
+    pub bootstrap_sinks: Vec<String>,
 
-    /// Member namespaces of those ServiceAccounts; the ManifestWork creates them.
+    /// `<instance>=<file>`: RBAC rules (YAML/JSON list) of that sink's member ClusterRole, for a
+    /// sink run with `--member-rules` (the same file). Repeatable.
     #[arg(
-        long = "bootstrap-member-namespace",
-        env = "IB_BOOTSTRAP_MEMBER_NAMESPACES",
-        value_delimiter = ',',
-        default_value = "projectsveltos"
+        long = "bootstrap-sink-rules",
+        env = "IB_BOOTSTRAP_SINK_RULES",
+        value_delimiter = ','
     )]
-    pub bootstrap_member_namespaces: Vec<String>,
+    pub bootstrap_sink_rules: Vec<String>,
+}
+
+/// The member identities of `--bootstrap-sink` values, with `--bootstrap-sink-rules` overrides.
+fn bootstrap_identities(sinks: &[String], rules: &[String]) -> Result<Vec<MemberIdentity>, String> {
+    let mut overrides = std::collections::BTreeMap::new();
+    for entry in rules.iter().filter(|r| !r.is_empty()) {
+        let (instance, path) = entry
+            .split_once('=')
+            .ok_or_else(|| format!("--bootstrap-sink-rules {entry:?} is not <instance>=<file>"))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|err| format!("--bootstrap-sink-rules {path}: {err}"))?;
+        let parsed = member::parse_rules(&text)
+            .map_err(|err| format!("--bootstrap-sink-rules {path}: {err}"))?;
+        overrides.insert(instance.to_string(), parsed);
+    }
+    let mut identities = Vec::new();
+    for value in sinks.iter().filter(|s| !s.is_empty()) {
+        let (instance, sink) = value.split_once('=').unwrap_or((value, value));
+        let default_rules = member::defaults::rules_of(sink).ok_or_else(|| {
+            format!(
+                "--bootstrap-sink {value:?}: unknown sink {sink:?} (known: {})",
+                member::defaults::SINKS.join(", ")
+            )
+        })?;
+        let rules = overrides.remove(instance).unwrap_or(default_rules);
+        identities.push(MemberIdentity::default_for(instance, rules));
+    }
+    if let Some(unused) = overrides.keys().next() {
+        return Err(format!(
+            "--bootstrap-sink-rules names {unused:?}, which no --bootstrap-sink names"
+        ));
+    }
+    Ok(identities)
 }
 
 /// `24h`, `90m`, `3600s`, or combinations like `1h30m`.
@@ -168,18 +204,10 @@ impl OcmArgs {
                     service_account: name.clone(),
                     spoke_namespace: self.bootstrap_spoke_namespace.clone(),
                     validity: self.bootstrap_token_validity,
-                    member_identities: self
-                        .bootstrap_member_identities
-                        .iter()
-                        .filter(|n| !n.is_empty())
-                        .cloned()
-                        .collect(),
-                    member_namespaces: self
-                        .bootstrap_member_namespaces
-                        .iter()
-                        .filter(|n| !n.is_empty())
-                        .cloned()
-                        .collect(),
+                    identities: bootstrap_identities(
+                        &self.bootstrap_sinks,
+                        &self.bootstrap_sink_rules,
+                    )?,
                 };
                 bootstrap.validate()?;
                 Some(bootstrap)
@@ -271,8 +299,8 @@ mod tests {
             "ib-bootstrap",
             "--bootstrap-token-validity",
             "2h",
-            "--bootstrap-member-identity",
-            "one,two",
+            "--bootstrap-sink",
+            "sveltos-sink,blue=argocd-sink",
         ])
         .unwrap();
         assert_eq!(
@@ -290,7 +318,27 @@ mod tests {
         assert_eq!(bootstrap.service_account, "ib-bootstrap");
         assert_eq!(bootstrap.spoke_namespace, DEFAULT_SPOKE_NAMESPACE);
         assert_eq!(bootstrap.validity, Duration::from_secs(7200));
-        assert_eq!(bootstrap.member_identities, vec!["one", "two"]);
+        let accounts: Vec<&str> = bootstrap
+            .identities
+            .iter()
+            .map(|i| i.service_account.as_str())
+            .collect();
+        assert_eq!(
+            accounts,
+            ["inventory-bridge-sveltos-sink", "inventory-bridge-blue"]
+        );
+        assert!(
+            parse(&[
+                "--inventory-namespace",
+                "x",
+                "--bootstrap-serviceaccount",
+                "sa",
+                "--bootstrap-sink",
+                "helm-sink"
+            ])
+            .is_err(),
+            "unknown sinks are refused"
+        );
         assert!(
             parse(&[
                 "--inventory-namespace",

@@ -1,29 +1,30 @@
 //! Bootstrap credentials for sinks: per cluster, a `ManagedServiceAccount` (OCM's
 //! managed-serviceaccount addon creates the ServiceAccount on the spoke and keeps a token for it in
-//! a hub Secret of the same name) and a `ManifestWork` (applied on the spoke by OCM's work agent)
-//! that grants that ServiceAccount what a sink needs to mint identities — nothing more.
+//! a hub Secret of the same name) and a `ManifestWork` (applied on the spoke by OCM's work agent).
 //!
-//! What RBAC can and cannot express here (so "least privilege" is precise):
-//! - RBAC cannot select by label, so "ServiceAccounts, ClusterRoles and ClusterRoleBindings it
-//!   labels as ours" is enforced by *name*: every verb that names an object (get, update, patch,
-//!   delete, `serviceaccounts/token` create, `bind`, `escalate`) is limited with `resourceNames` to
-//!   the member identities the sinks use (`--bootstrap-member-identity`).
-//! - `create` cannot be limited by name (the name is not part of the authorization of a create),
-//!   so creating ServiceAccounts, ClusterRoles and ClusterRoleBindings of any name is granted.
-//!   That is safe: Kubernetes' escalation checks only let the token create a role whose rules it
-//!   already holds or which it may `escalate` (the named ones), and only bind roles it holds or may
-//!   `bind` (the named ones); a new ServiceAccount grants nothing by itself.
-//! - Minting a token (`serviceaccounts/token`) is limited to the named ServiceAccounts, so the
-//!   token cannot impersonate any other ServiceAccount on the member (e.g. a controller's in
-//!   `kube-system`).
-//! - No read of Secrets, ConfigMaps or any workload, and no `list`/`watch`.
-//! - Honestly: whoever holds this token can create a named ClusterRole with any rules and bind
-//!   it, so it is as powerful as the identities the sinks are meant to mint (that is its job); the
-//!   limits above stop it from doing anything else, and from reaching other identities.
+//! The ManifestWork itself provisions each configured sink's member identity — its namespace,
+//! ServiceAccount, ClusterRole with exactly the configured rules, and the binding — carrying the
+//! sink instance's ownership mark, so the sinks find them ready. The bootstrap token can then do
+//! only what a sink still needs:
+//! - `get` those objects by name (to check they are as configured);
+//! - `create serviceaccounts/token` for those ServiceAccounts only (minting);
+//! - `delete` those ServiceAccounts only (revoking every token minted for them; the work agent
+//!   recreates the account, without tokens).
+//!
+//! It cannot create, change, bind or escalate any role, bind anything to anyone, create any
+//! ServiceAccount, or read anything else (Secrets, ConfigMaps, workloads): nothing it holds grants
+//! any subject anything beyond the configured sink identities, nor any rule the operator did not
+//! configure. The sink identities themselves are as powerful as their rules say (by default what
+//! each consumer's own registration tool grants); that power is the operator's choice.
+//!
+//! When the ManifestWork is deleted (the cluster left the inventory and every sink has finished
+//! with its profile), the work agent removes what it applied, except the shared namespaces, which
+//! are orphaned (they may hold other things).
 
 use std::time::Duration;
 
 use adapters::Category;
+use adapters::member::{self, MemberIdentity};
 use adapters::names::{dns1123_name, is_dns1123_label, is_dns1123_subdomain};
 use adapters::source::{Companion, Problem};
 use kube::api::{DynamicObject, ObjectMeta};
@@ -39,7 +40,7 @@ pub const LABEL_MEMBER_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 pub const MANAGED_BY: &str = "inventory-bridge";
 
 /// Bootstrap configuration (`--bootstrap-serviceaccount` and friends).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Bootstrap {
     /// Name of the ManagedServiceAccount, of the spoke ServiceAccount and of the token Secret.
     pub service_account: String,
@@ -47,11 +48,8 @@ pub struct Bootstrap {
     pub spoke_namespace: String,
     /// Validity of the token the agent requests (it rotates before expiry).
     pub validity: Duration,
-    /// Names of the ServiceAccounts, ClusterRoles and ClusterRoleBindings sinks create on members.
-    pub member_identities: Vec<String>,
-    /// Namespaces the sinks' ServiceAccounts live in on members: created by the ManifestWork (the
-    /// token cannot create namespaces), and only `get`/`patch`able by name for the sinks' apply.
-    pub member_namespaces: Vec<String>,
+    /// The sink identities the ManifestWork provisions and the token may mint tokens for.
+    pub identities: Vec<MemberIdentity>,
 }
 
 impl Bootstrap {
@@ -69,28 +67,38 @@ impl Bootstrap {
                 self.spoke_namespace
             ));
         }
-        if self.member_identities.is_empty() {
+        if self.identities.is_empty() {
             // An empty resourceNames list means "every name" to RBAC: never emit one.
-            return Err("--bootstrap-member-identity needs at least one name".into());
+            return Err("--bootstrap-sink needs at least one sink".into());
         }
-        // ServiceAccount names are DNS-1123 subdomains; ClusterRole(Binding) names only need to be
-        // valid path segments (sinks name theirs like `inventory-bridge:sveltos-sink:ns:sa`).
-        if let Some(bad) = self
-            .member_identities
-            .iter()
-            .find(|n| !is_dns1123_subdomain(n) && !is_rbac_object_name(n))
-        {
-            return Err(format!(
-                "--bootstrap-member-identity {bad:?} is not a valid object name"
-            ));
+        for identity in &self.identities {
+            if !is_dns1123_label(&identity.namespace) {
+                return Err(format!(
+                    "sink {}: member namespace {:?} is not a valid namespace name",
+                    identity.instance, identity.namespace
+                ));
+            }
+            if !is_dns1123_subdomain(&identity.service_account) {
+                return Err(format!(
+                    "sink {}: member ServiceAccount {:?} is not a valid name",
+                    identity.instance, identity.service_account
+                ));
+            }
+            if !is_rbac_object_name(&identity.cluster_role) {
+                return Err(format!(
+                    "sink {}: ClusterRole name {:?} is not a valid name",
+                    identity.instance, identity.cluster_role
+                ));
+            }
         }
-        if self.member_namespaces.is_empty() {
-            return Err("--bootstrap-member-namespace needs at least one namespace".into());
-        }
-        if let Some(bad) = self.member_namespaces.iter().find(|n| !is_dns1123_label(n)) {
-            return Err(format!(
-                "--bootstrap-member-namespace {bad:?} is not a valid namespace name"
-            ));
+        let mut accounts = std::collections::BTreeSet::new();
+        for identity in &self.identities {
+            if !accounts.insert((&identity.namespace, &identity.service_account)) {
+                return Err(format!(
+                    "two bootstrap sinks share the member ServiceAccount {}/{}",
+                    identity.namespace, identity.service_account
+                ));
+            }
         }
         if self.validity < Duration::from_secs(600) {
             return Err("--bootstrap-token-validity must be at least 10m".into());
@@ -105,6 +113,17 @@ impl Bootstrap {
             63,
             false,
         )
+    }
+
+    /// The member namespaces of the identities, each once, in order.
+    pub fn member_namespaces(&self) -> Vec<String> {
+        let mut namespaces: Vec<String> = Vec::new();
+        for identity in &self.identities {
+            if !namespaces.contains(&identity.namespace) {
+                namespaces.push(identity.namespace.clone());
+            }
+        }
+        namespaces
     }
 }
 
@@ -159,9 +178,19 @@ pub fn companions(bootstrap: &Bootstrap, cluster: &str) -> Result<Vec<Companion>
             "rotation": {"enabled": true, "validity": go_duration(bootstrap.validity)},
         },
     });
+    // Shared namespaces outlive the work: they may hold other things.
+    let orphaned: Vec<Value> = bootstrap
+        .member_namespaces()
+        .iter()
+        .map(|ns| json!({"group": "", "resource": "namespaces", "name": ns}))
+        .collect();
     let work = json!({
         "spec": {
             "workload": {"manifests": member_grant(bootstrap)},
+            "deleteOption": {
+                "propagationPolicy": "SelectivelyOrphan",
+                "selectivelyOrphans": {"orphaningRules": orphaned},
+            },
         },
     });
     Ok(vec![
@@ -195,74 +224,140 @@ fn companion(resource: ApiResource, name: &str, namespace: &str, data: Value) ->
     }
 }
 
-/// The member-side objects of the grant: one ClusterRole and its ClusterRoleBinding to the spoke
-/// ServiceAccount. See the module documentation for why each rule is shaped as it is.
+/// The member-side objects: each sink identity (namespace, ServiceAccount, ClusterRole,
+/// ClusterRoleBinding, marked as that instance's and as provisioned by us), then the bootstrap
+/// grant (a Role per member namespace for the accounts, a ClusterRole for reading the RBAC objects
+/// and namespaces by name) bound to the spoke ServiceAccount.
 pub fn member_grant(bootstrap: &Bootstrap) -> Vec<Value> {
-    let names = &bootstrap.member_identities;
-    let namespaces = &bootstrap.member_namespaces;
-    let labels = json!({LABEL_MEMBER_MANAGED_BY: MANAGED_BY});
-    let role = json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRole",
-        "metadata": {"name": bootstrap.grant_name(), "labels": labels},
-        "rules": [
-            {"apiGroups": [""], "resources": ["serviceaccounts"], "verbs": ["create"]},
-            {"apiGroups": [""], "resources": ["serviceaccounts"],
-             "verbs": ["get", "update", "patch", "delete"], "resourceNames": names},
-            {"apiGroups": [""], "resources": ["serviceaccounts/token"],
-             "verbs": ["create"], "resourceNames": names},
-            {"apiGroups": ["rbac.authorization.k8s.io"],
-             "resources": ["clusterroles", "clusterrolebindings"], "verbs": ["create"]},
-            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterroles"],
-             "verbs": ["get", "update", "patch", "delete", "bind", "escalate"], "resourceNames": names},
-            {"apiGroups": ["rbac.authorization.k8s.io"], "resources": ["clusterrolebindings"],
-             "verbs": ["get", "update", "patch", "delete"], "resourceNames": names},
-            // Sinks apply (label) their namespace; the work agent has created it already.
-            {"apiGroups": [""], "resources": ["namespaces"],
-             "verbs": ["get", "patch"], "resourceNames": namespaces},
-        ],
+    let grant = bootstrap.grant_name();
+    let grant_labels = json!({LABEL_MEMBER_MANAGED_BY: MANAGED_BY});
+    let subject = json!({
+        "kind": "ServiceAccount",
+        "name": bootstrap.service_account,
+        "namespace": bootstrap.spoke_namespace,
     });
-    let binding = json!({
-        "apiVersion": "rbac.authorization.k8s.io/v1",
-        "kind": "ClusterRoleBinding",
-        "metadata": {"name": bootstrap.grant_name(), "labels": labels},
-        "roleRef": {
-            "apiGroup": "rbac.authorization.k8s.io",
-            "kind": "ClusterRole",
-            "name": bootstrap.grant_name(),
-        },
-        "subjects": [{
-            "kind": "ServiceAccount",
-            "name": bootstrap.service_account,
-            "namespace": bootstrap.spoke_namespace,
-        }],
-    });
+    let namespaces = bootstrap.member_namespaces();
     let mut manifests: Vec<Value> = namespaces
         .iter()
         .map(|namespace| {
             json!({
                 "apiVersion": "v1",
                 "kind": "Namespace",
-                "metadata": {"name": namespace, "labels": labels},
+                "metadata": {"name": namespace, "labels": grant_labels},
             })
         })
         .collect();
-    manifests.push(role);
-    manifests.push(binding);
+    for identity in &bootstrap.identities {
+        let mut labels = identity.mark();
+        labels.insert(member::LABEL_SINK.to_string(), identity.instance.clone());
+        let metadata = |name: &str, namespace: Option<&str>| {
+            let mut meta = json!({
+                "name": name,
+                "labels": labels,
+                "annotations": {member::ANNOTATION_PROVISIONED_BY: "ocm-source"},
+            });
+            if let Some(namespace) = namespace {
+                meta["namespace"] = json!(namespace);
+            }
+            meta
+        };
+        manifests.push(json!({
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": metadata(&identity.service_account, Some(&identity.namespace)),
+        }));
+        manifests.push(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRole",
+            "metadata": metadata(&identity.cluster_role, None),
+            "rules": identity.rules,
+        }));
+        manifests.push(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "ClusterRoleBinding",
+            "metadata": metadata(&identity.cluster_role_binding, None),
+            "roleRef": {
+                "apiGroup": "rbac.authorization.k8s.io",
+                "kind": "ClusterRole",
+                "name": identity.cluster_role,
+            },
+            "subjects": [{
+                "kind": "ServiceAccount",
+                "name": identity.service_account,
+                "namespace": identity.namespace,
+            }],
+        }));
+    }
+    for namespace in &namespaces {
+        let accounts: Vec<&str> = bootstrap
+            .identities
+            .iter()
+            .filter(|i| &i.namespace == namespace)
+            .map(|i| i.service_account.as_str())
+            .collect();
+        manifests.push(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": {"name": grant, "namespace": namespace, "labels": grant_labels},
+            "rules": [
+                {"apiGroups": [""], "resources": ["serviceaccounts"],
+                 "verbs": ["get", "delete"], "resourceNames": accounts},
+                {"apiGroups": [""], "resources": ["serviceaccounts/token"],
+                 "verbs": ["create"], "resourceNames": accounts},
+            ],
+        }));
+        manifests.push(json!({
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": {"name": grant, "namespace": namespace, "labels": grant_labels},
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": grant},
+            "subjects": [subject],
+        }));
+    }
+    let mut role_names: Vec<&str> = Vec::new();
+    for identity in &bootstrap.identities {
+        for name in [&identity.cluster_role, &identity.cluster_role_binding] {
+            if !role_names.contains(&name.as_str()) {
+                role_names.push(name);
+            }
+        }
+    }
+    manifests.push(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": {"name": grant, "labels": grant_labels},
+        "rules": [
+            {"apiGroups": ["rbac.authorization.k8s.io"],
+             "resources": ["clusterroles", "clusterrolebindings"],
+             "verbs": ["get"], "resourceNames": role_names},
+            {"apiGroups": [""], "resources": ["namespaces"],
+             "verbs": ["get"], "resourceNames": namespaces},
+        ],
+    }));
+    manifests.push(json!({
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRoleBinding",
+        "metadata": {"name": grant, "labels": grant_labels},
+        "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": grant},
+        "subjects": [subject],
+    }));
     manifests
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use adapters::member::defaults;
 
     fn bootstrap() -> Bootstrap {
         Bootstrap {
             service_account: "inventory-bridge".into(),
             spoke_namespace: DEFAULT_SPOKE_NAMESPACE.into(),
             validity: Duration::from_secs(24 * 3600),
-            member_identities: vec!["sveltos-member".into()],
-            member_namespaces: vec!["projectsveltos".into()],
+            identities: defaults::SINKS
+                .iter()
+                .filter_map(|s| defaults::identity_of(s))
+                .collect(),
         }
     }
 
@@ -276,7 +371,7 @@ mod tests {
     fn validation_refuses_what_would_widen_the_grant() {
         assert!(bootstrap().validate().is_ok());
         let empty = Bootstrap {
-            member_identities: vec![],
+            identities: vec![],
             ..bootstrap()
         };
         assert!(empty.validate().is_err(), "empty resourceNames means all");
@@ -290,30 +385,13 @@ mod tests {
             ..bootstrap()
         };
         assert!(bad.validate().is_err());
-        let no_namespace = Bootstrap {
-            member_namespaces: vec![],
-            ..bootstrap()
-        };
-        assert!(
-            no_namespace.validate().is_err(),
-            "empty resourceNames means all"
-        );
-        let role_style = Bootstrap {
-            member_identities: vec![
-                "inventory-bridge:sveltos-sink:projectsveltos:projectsveltos".into(),
-            ],
-            ..bootstrap()
-        };
-        assert!(role_style.validate().is_ok());
-        let slash = Bootstrap {
-            member_identities: vec!["a/b".into()],
-            ..bootstrap()
-        };
-        assert!(slash.validate().is_err());
+        let mut twice = bootstrap();
+        twice.identities.push(twice.identities[0].clone());
+        assert!(twice.validate().is_err());
     }
 
     #[test]
-    fn companions_are_a_managed_service_account_and_a_manifest_work_in_the_cluster_namespace() {
+    fn companions_are_a_managed_service_account_and_a_manifest_work_that_orphans_namespaces() {
         let companions = companions(&bootstrap(), "cluster-a").unwrap();
         assert_eq!(companions.len(), 2);
         let msa = &companions[0];
@@ -333,14 +411,10 @@ mod tests {
             work.object.metadata.name.as_deref(),
             Some("inventory-bridge-bootstrap-inventory-bridge")
         );
-        assert_eq!(work.object.metadata.namespace.as_deref(), Some("cluster-a"));
         assert_eq!(
-            work.object.data["spec"]["workload"]["manifests"]
-                .as_array()
-                .unwrap()
-                .len(),
-            3,
-            "the member namespace, the ClusterRole and its binding"
+            work.object.data["spec"]["deleteOption"],
+            json!({"propagationPolicy": "SelectivelyOrphan", "selectivelyOrphans": {"orphaningRules": [
+                {"group": "", "resource": "namespaces", "name": "inventory-bridge"}]}})
         );
         assert!(companions_for_bad_name().is_err());
     }
@@ -350,54 +424,106 @@ mod tests {
     }
 
     #[test]
-    fn the_grant_names_every_object_it_can_name_and_reads_nothing() {
+    fn the_work_provisions_each_sink_identity_exactly_as_the_sinks_mint_it() {
         let grant = member_grant(&bootstrap());
-        assert_eq!(grant[0]["kind"], "Namespace");
-        assert_eq!(grant[0]["metadata"]["name"], "projectsveltos");
-        let grant = &grant[1..];
-        let rules = grant[0]["rules"].as_array().unwrap();
-        for rule in rules {
+        for identity in &bootstrap().identities {
+            let account = grant
+                .iter()
+                .find(|m| {
+                    m["kind"] == "ServiceAccount"
+                        && m["metadata"]["name"] == identity.service_account.as_str()
+                })
+                .unwrap();
+            assert_eq!(
+                account["metadata"]["namespace"],
+                identity.namespace.as_str()
+            );
+            let labels: std::collections::BTreeMap<String, String> =
+                serde_json::from_value(account["metadata"]["labels"].clone()).unwrap();
+            assert!(identity.is_marked(Some(&labels)), "{labels:?}");
+            let role = grant
+                .iter()
+                .find(|m| {
+                    m["kind"] == "ClusterRole"
+                        && m["metadata"]["name"] == identity.cluster_role.as_str()
+                })
+                .unwrap();
+            assert_eq!(
+                role["rules"],
+                serde_json::to_value(&identity.rules).unwrap()
+            );
+            let binding = grant
+                .iter()
+                .find(|m| {
+                    m["kind"] == "ClusterRoleBinding"
+                        && m["metadata"]["name"] == identity.cluster_role_binding.as_str()
+                })
+                .unwrap();
+            assert_eq!(
+                binding["subjects"][0]["name"],
+                identity.service_account.as_str()
+            );
+        }
+    }
+
+    #[test]
+    fn the_bootstrap_grant_names_every_object_and_never_writes_rbac_or_reads_secrets() {
+        let grant = member_grant(&bootstrap());
+        let name = bootstrap().grant_name();
+        let grant_rules: Vec<&Value> = grant
+            .iter()
+            .filter(|m| {
+                m["metadata"]["name"] == name.as_str()
+                    && (m["kind"] == "Role" || m["kind"] == "ClusterRole")
+            })
+            .flat_map(|m| m["rules"].as_array().unwrap().iter())
+            .collect();
+        assert!(!grant_rules.is_empty());
+        for rule in grant_rules {
             let verbs: Vec<&str> = rule["verbs"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|v| v.as_str().unwrap())
                 .collect();
-            assert!(!verbs.contains(&"list") && !verbs.contains(&"watch") && !verbs.contains(&"*"));
+            for verb in &verbs {
+                assert!(["get", "delete", "create"].contains(verb), "{rule}");
+            }
             let resources: Vec<&str> = rule["resources"]
                 .as_array()
                 .unwrap()
                 .iter()
                 .map(|v| v.as_str().unwrap())
                 .collect();
+            if verbs.contains(&"create") {
+                assert_eq!(resources, ["serviceaccounts/token"], "{rule}");
+            }
+            if verbs.contains(&"delete") {
+                assert_eq!(resources, ["serviceaccounts"], "{rule}");
+            }
             for resource in &resources {
-                assert!(
-                    [
-                        "serviceaccounts",
-                        "serviceaccounts/token",
-                        "clusterroles",
-                        "clusterrolebindings",
-                        "namespaces"
-                    ]
-                    .contains(resource),
-                    "{resource}"
-                );
+                assert!(!resource.contains("secret"), "{rule}");
             }
-            if resources == ["namespaces"] {
-                assert_eq!(verbs, ["get", "patch"]);
-                assert_eq!(rule["resourceNames"], json!(["projectsveltos"]), "{rule}");
-                continue;
-            }
-            // Only `create` may go without resourceNames (RBAC cannot name what does not exist yet),
-            // and never for tokens.
-            if verbs != ["create"] || resources == ["serviceaccounts/token"] {
-                assert_eq!(rule["resourceNames"], json!(["sveltos-member"]), "{rule}");
-            }
+            let names = rule["resourceNames"].as_array().unwrap();
+            assert!(!names.is_empty(), "every rule is limited by name: {rule}");
         }
+        let bindings: Vec<&Value> = grant
+            .iter()
+            .filter(|m| {
+                m["metadata"]["name"] == name.as_str()
+                    && m["kind"].as_str().unwrap().ends_with("Binding")
+            })
+            .collect();
         assert_eq!(
-            grant[1]["subjects"][0],
-            json!({"kind": "ServiceAccount", "name": "inventory-bridge", "namespace": DEFAULT_SPOKE_NAMESPACE})
+            bindings.len(),
+            2,
+            "a RoleBinding in the one member namespace and a ClusterRoleBinding"
         );
-        assert_eq!(grant[1]["roleRef"]["name"], grant[0]["metadata"]["name"]);
+        for binding in bindings {
+            assert_eq!(
+                binding["subjects"][0],
+                json!({"kind": "ServiceAccount", "name": "inventory-bridge", "namespace": DEFAULT_SPOKE_NAMESPACE})
+            );
+        }
     }
 }

@@ -3,7 +3,7 @@
 //! For each registered profile: a Secret `<profile>-sveltos-kubeconfig` (key `kubeconfig`) and a
 //! `SveltosCluster <profile>` pointing at it, both in `--sveltos-namespace` (default: the profile's
 //! namespace). The kubeconfig holds a token of a ServiceAccount the engine mints on the member
-//! (default: `projectsveltos/projectsveltos`, all verbs on everything, like `sveltosctl register
+//! (default: `inventory-bridge/inventory-bridge-sveltos-sink`, all verbs on everything, like `sveltosctl register
 //! cluster`), rotated by the engine; `tokenRequestRenewalOption` stays unset.
 //!
 //! This crate is only the Sveltos vocabulary: the type, one pure `render`, the flags. The engine
@@ -64,30 +64,15 @@ pub struct SveltosSink {
 
 impl Sink for SveltosSink {
     const NAME: &'static str = NAME;
-    const DEFAULT_MEMBER_NAMESPACE: &'static str = "projectsveltos";
-    const DEFAULT_SERVICE_ACCOUNT: &'static str = "projectsveltos";
-
     /// What `sveltosctl register cluster` grants: every verb on every resource and non-resource URL.
     fn default_member_rules() -> Vec<PolicyRule> {
-        vec![
-            PolicyRule {
-                api_groups: Some(vec!["*".into()]),
-                resources: Some(vec!["*".into()]),
-                verbs: vec!["*".into()],
-                ..PolicyRule::default()
-            },
-            PolicyRule {
-                non_resource_urls: Some(vec!["*".into()]),
-                verbs: vec!["*".into()],
-                ..PolicyRule::default()
-            },
-        ]
+        adapters::member::defaults::sveltos_rules()
     }
 
     fn kubeconfig_names() -> KubeconfigNames {
         KubeconfigNames {
             cluster: "member".into(),
-            user: "projectsveltos".into(),
+            user: "inventory-bridge".into(),
             context: "sveltos-context".into(),
         }
     }

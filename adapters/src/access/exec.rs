@@ -104,6 +104,11 @@ pub fn command_spec(
                 ))
             })?;
         for (name, value) in extra {
+            if let Some(why) = refused_profile_env(&name) {
+                return Err(ExecError::Extension(format!(
+                    "{EXTENSION_EXEC_ADDITIONAL_ENVS} may not set {name:?}: {why}"
+                )));
+            }
             match env.iter_mut().find(|(n, _)| *n == name) {
                 Some(existing) => {
                     if entry.profile_sourced_env_vars_policy == EnvPolicy::Replace {
@@ -115,6 +120,57 @@ pub fn command_spec(
         }
     }
     Ok((args, env))
+}
+
+/// Why a profile may not set environment variable `name`, if it may not. Profiles are written by
+/// less trusted parties than the operator: they must never steer what the plugin loads (`PATH`,
+/// `LD_*`, `DYLD_*`, interpreter paths), where it connects (`*_PROXY`, CA bundles), or which
+/// credentials and config files it reads (`HOME`, `KUBECONFIG`, cloud SDK settings).
+pub fn refused_profile_env(name: &str) -> Option<&'static str> {
+    let upper = name.to_ascii_uppercase();
+    if name.is_empty() || name.contains('=') || name.contains('\0') {
+        return Some("not a variable name");
+    }
+    const LOADER_PREFIXES: [&str; 3] = ["LD_", "DYLD_", "GCONV_"];
+    const EXACT: [&str; 16] = [
+        "PATH",
+        "HOME",
+        "KUBECONFIG",
+        "KUBERNETES_EXEC_INFO",
+        "SHELL",
+        "ENV",
+        "BASH_ENV",
+        "IFS",
+        "TMPDIR",
+        "PYTHONPATH",
+        "PYTHONHOME",
+        "NODE_OPTIONS",
+        "PERL5LIB",
+        "RUBYOPT",
+        "SSL_CERT_FILE",
+        "SSL_CERT_DIR",
+    ];
+    if LOADER_PREFIXES.iter().any(|p| upper.starts_with(p)) {
+        return Some("it changes what the plugin loads");
+    }
+    if upper.ends_with("_PROXY") {
+        return Some("it changes where the plugin connects");
+    }
+    if EXACT.contains(&upper.as_str()) || upper.starts_with("XDG_") {
+        return Some("it changes what the plugin runs or reads");
+    }
+    if ["AWS_", "AZURE_", "GOOGLE_", "CLOUDSDK_", "VAULT_"]
+        .iter()
+        .any(|p| upper.starts_with(p))
+        && (upper.ends_with("_FILE")
+            || upper.ends_with("_ADDR")
+            || upper.ends_with("_ENDPOINT")
+            || upper.contains("CONFIG")
+            || upper.contains("CREDENTIAL"))
+    {
+        return Some("it points the plugin at other credentials or endpoints");
+    }
+    None
 }
 
 /// `KUBERNETES_EXEC_INFO` for this plugin and cluster.
@@ -208,6 +264,13 @@ pub async fn run(
     let mut command = tokio::process::Command::new(&exec.command);
     command
         .args(&args)
+        // A minimal environment: the controller's own (its service account, its proxies, its
+        // cloud credentials) is none of the plugin's business. PATH is the operator's.
+        .env_clear()
+        .env(
+            "PATH",
+            std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into()),
+        )
         .envs(env)
         .env("KUBERNETES_EXEC_INFO", info)
         .stdin(Stdio::null())
@@ -363,6 +426,48 @@ mod tests {
         )
         .unwrap();
         assert_eq!(env, pairs(&[("A", "profile"), ("B", "profile")]));
+    }
+
+    #[test]
+    fn profiles_can_never_set_loader_network_or_credential_variables() {
+        for refused in [
+            "PATH",
+            "path",
+            "LD_PRELOAD",
+            "LD_LIBRARY_PATH",
+            "DYLD_INSERT_LIBRARIES",
+            "HTTPS_PROXY",
+            "https_proxy",
+            "NO_PROXY",
+            "ALL_PROXY",
+            "HOME",
+            "KUBECONFIG",
+            "KUBERNETES_EXEC_INFO",
+            "SSL_CERT_FILE",
+            "AWS_CONFIG_FILE",
+            "VAULT_ADDR",
+            "XDG_CONFIG_HOME",
+            "BASH_ENV",
+            "A=B",
+            "",
+        ] {
+            assert!(refused_profile_env(refused).is_some(), "{refused}");
+        }
+        for allowed in ["REGION", "ROLE", "CLUSTER_NAME", "AWS_REGION"] {
+            assert_eq!(refused_profile_env(allowed), None, "{allowed}");
+        }
+        let mut cluster = cluster();
+        cluster.extensions.push(crate::profile::NamedExtension {
+            name: EXTENSION_EXEC_ADDITIONAL_ENVS.into(),
+            extension: json!({"LD_PRELOAD": "/tmp/evil.so"}),
+        });
+        let err = command_spec(
+            &exec(),
+            &entry(ArgsPolicy::Ignore, EnvPolicy::Replace),
+            &cluster,
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("LD_PRELOAD"), "{err}");
     }
 
     #[test]

@@ -1,26 +1,54 @@
 //! Bootstrap access to a member: which access provider of a profile to use (the KEP-4322 provider
 //! file, in the file's order), and the credential it yields — from the built-in providers
-//! (`kubeconfig-secret`, `token-secret`) or from an exec plugin (client-go exec protocol).
+//! (`kubeconfig-secret`, `token-secret`, in [`builtin`]) or from an exec plugin (client-go exec
+//! protocol, in [`exec`]).
+//!
+//! Trust boundary. Whoever writes a ClusterProfile is not trusted with credentials, so a profile
+//! only *points*; the operator's provider file decides what may be followed:
+//! - a provider entry serves only profiles of the cluster managers it trusts (`clusterManagers`);
+//! - a built-in reads its Secret only from the namespaces the entry allows (`secretNamespaces`) and
+//!   only when the Secret carries the marks its source's contract gives it;
+//! - a built-in's credential goes only to the server its own record names (the kubeconfig's
+//!   cluster; the ManagedCluster of a token Secret's namespace). A profile naming another endpoint
+//!   gets `endpoint-mismatch` and nothing is sent.
 
+pub mod builtin;
 pub mod exec;
 
 use std::path::Path;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
-use k8s_openapi::api::core::v1::Secret;
-use kube::{Api, Client};
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
 
-use crate::kubeconfig::{Credential, Endpoint, KubeconfigError, bootstrap_credential};
-use crate::profile::{AccessProvider, ClusterProfile, EXTENSION_EXEC};
-use crate::sensitive::Sensitive;
+use crate::kubeconfig::{Credential, Endpoint, KubeconfigError};
+use crate::names::is_dns1123_label;
+use crate::profile::{AccessProvider, Cluster, ClusterProfile, LABEL_CLUSTER_MANAGER};
+
+pub use builtin::{Resolver, SecretRef};
 
 /// Built-in provider: a kubeconfig in a hub Secret (upstream kubeconfig-secretreader contract).
 pub const PROVIDER_KUBECONFIG_SECRET: &str = "kubeconfig-secret";
 /// Built-in provider: a bearer token in a hub Secret (upstream secretreader contract).
 pub const PROVIDER_TOKEN_SECRET: &str = "token-secret";
+
+/// Provider name capi-source publishes by default (a kubeconfig Secret reference).
+pub const CAPI_SOURCE_PROVIDER: &str = "cluster-api";
+/// Provider name ocm-source publishes by default (a token Secret reference).
+pub const OCM_SOURCE_PROVIDER: &str = "open-cluster-management";
+
+/// `spec.clusterManager.name` capi-source writes.
+pub const MANAGER_CLUSTER_API: &str = "cluster-api";
+/// `spec.clusterManager.name` ocm-source writes.
+pub const MANAGER_OCM: &str = "open-cluster-management";
+/// In `clusterManagers`: every cluster manager (an explicit operator choice, never a default).
+pub const ANY_MANAGER: &str = "*";
+
+/// In `secretNamespaces`: the namespace of the profile being served.
+pub const NAMESPACE_OF_PROFILE: &str = "{profileNamespace}";
+/// In `secretNamespaces`: a namespace that is the hub namespace of an OCM ManagedCluster (same
+/// name). The token's endpoint is then that ManagedCluster's, so the namespace is checked too.
+pub const NAMESPACE_OF_MANAGED_CLUSTER: &str = "{managedClusterNamespace}";
 
 /// Why bootstrap access could not be obtained. Each variant is one bounded category.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +56,9 @@ pub enum AccessError {
     /// The profile offers no provider the provider file knows.
     #[error("no usable access provider: {0}")]
     NoProvider(String),
+    /// The profile's cluster manager is not trusted by any provider it offers.
+    #[error("untrusted cluster manager: {0}")]
+    UntrustedManager(String),
     /// The provider's configuration (file entry or profile extension) is unusable.
     #[error("access provider {provider:?} is misconfigured: {message}")]
     ProviderConfig {
@@ -36,12 +67,28 @@ pub enum AccessError {
         /// What is wrong.
         message: String,
     },
+    /// The Secret a profile points at is outside what the operator allowed, or lacks the marks.
+    #[error("access provider {provider:?}: {message}")]
+    SecretNotAllowed {
+        /// Provider name.
+        provider: String,
+        /// What is wrong (never the data).
+        message: String,
+    },
     /// A built-in provider's Secret is missing or holds unusable data.
     #[error("access provider {provider:?}: {message}")]
     BootstrapSecret {
         /// Provider name.
         provider: String,
         /// What is wrong (never the data).
+        message: String,
+    },
+    /// The profile's endpoint is not the one the credential belongs to: nothing is sent.
+    #[error("access provider {provider:?}: {message}; nothing was sent")]
+    EndpointMismatch {
+        /// Provider name.
+        provider: String,
+        /// What disagrees.
         message: String,
     },
     /// The exec plugin failed.
@@ -59,8 +106,11 @@ impl AccessError {
     pub fn category(&self) -> &'static str {
         match self {
             AccessError::NoProvider(_) => "no-access-provider",
+            AccessError::UntrustedManager(_) => "untrusted-manager",
             AccessError::ProviderConfig { .. } => "provider-config",
+            AccessError::SecretNotAllowed { .. } => "secret-not-allowed",
             AccessError::BootstrapSecret { .. } => "bootstrap-secret",
+            AccessError::EndpointMismatch { .. } => "endpoint-mismatch",
             AccessError::Exec { .. } => "exec-plugin",
         }
     }
@@ -152,6 +202,17 @@ pub struct ProviderEntry {
     /// provider names (`cluster-api`, `open-cluster-management`), so this maps them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub builtin: Option<String>,
+    /// inventory-bridge extension: the cluster managers (`x-k8s.io/cluster-manager`) whose
+    /// profiles may use this entry. Default for built-ins: `cluster-api` for `kubeconfig-secret`,
+    /// `open-cluster-management` for `token-secret`; required for exec plugins; `"*"` = any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_managers: Option<Vec<String>>,
+    /// inventory-bridge extension: namespaces a built-in may read its Secret from. Names, or
+    /// `{profileNamespace}` / `{managedClusterNamespace}`. Default: `{profileNamespace}` for
+    /// `kubeconfig-secret`, `{managedClusterNamespace}` for `token-secret`, plus
+    /// `--bootstrap-secret-namespace`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub secret_namespaces: Option<Vec<String>>,
 }
 
 impl ProviderEntry {
@@ -169,11 +230,13 @@ impl ProviderEntry {
             profile_sourced_env_vars_policy: EnvPolicy::Ignore,
             allow_insecure_skip_tls_verify: false,
             builtin: (name != builtin).then(|| builtin.to_string()),
+            cluster_managers: None,
+            secret_namespaces: None,
         }
     }
 
     /// The built-in provider serving this entry, if it has no plugin.
-    pub fn builtin_kind(&self) -> Option<&str> {
+    pub fn builtin_kind(&self) -> Option<&'static str> {
         if self.exec_config.is_some() {
             return None;
         }
@@ -182,12 +245,42 @@ impl ProviderEntry {
             .into_iter()
             .find(|builtin| *builtin == kind)
     }
-}
 
-/// Provider name capi-source publishes by default (a kubeconfig Secret reference).
-pub const CAPI_SOURCE_PROVIDER: &str = "cluster-api";
-/// Provider name ocm-source publishes by default (a token Secret reference).
-pub const OCM_SOURCE_PROVIDER: &str = "open-cluster-management";
+    /// The cluster managers this entry trusts (explicit, else the built-in's source).
+    pub fn trusted_managers(&self) -> Vec<String> {
+        if let Some(managers) = &self.cluster_managers {
+            return managers.clone();
+        }
+        match self.builtin_kind() {
+            Some(PROVIDER_KUBECONFIG_SECRET) => vec![MANAGER_CLUSTER_API.to_string()],
+            Some(PROVIDER_TOKEN_SECRET) => vec![MANAGER_OCM.to_string()],
+            _ => Vec::new(),
+        }
+    }
+
+    /// Whether profiles of `manager` may use this entry.
+    pub fn trusts(&self, manager: &str) -> bool {
+        !manager.is_empty()
+            && self
+                .trusted_managers()
+                .iter()
+                .any(|m| m == ANY_MANAGER || m == manager)
+    }
+
+    /// The namespaces this built-in may read Secrets from (before placeholders are resolved):
+    /// explicit, else the built-in's default plus `extra` (operator flags).
+    pub fn allowed_secret_namespaces(&self, extra: &[String]) -> Vec<String> {
+        if let Some(namespaces) = &self.secret_namespaces {
+            return namespaces.clone();
+        }
+        let mut allowed = match self.builtin_kind() {
+            Some(PROVIDER_TOKEN_SECRET) => vec![NAMESPACE_OF_MANAGED_CLUSTER.to_string()],
+            _ => vec![NAMESPACE_OF_PROFILE.to_string()],
+        };
+        allowed.extend(extra.iter().cloned());
+        allowed
+    }
+}
 
 /// The provider file (`--clusterprofile-provider-file`), upstream's JSON format.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,8 +305,8 @@ impl Default for ProviderFile {
 }
 
 impl ProviderFile {
-    /// Parse and check a provider file: every entry either has an `execConfig` or names a
-    /// built-in provider, and names are unique.
+    /// Parse and check a provider file: every entry either has an `execConfig` (and then names
+    /// the cluster managers it trusts) or names a built-in provider, and names are unique.
     pub fn parse(text: &str) -> Result<Self, String> {
         let file: ProviderFile =
             serde_json::from_str(text).map_err(|err| format!("not a provider file: {err}"))?;
@@ -237,10 +330,31 @@ impl ProviderFile {
                     entry.name
                 ));
             }
-            if let Some(exec) = &entry.exec_config
-                && exec.command.is_empty()
+            if let Some(exec) = &entry.exec_config {
+                if exec.command.is_empty() {
+                    return Err(format!("provider {:?} has an empty command", entry.name));
+                }
+                // A plugin's credential goes to the server the profile names, so the operator
+                // must say whose profiles it serves.
+                if entry.cluster_managers.is_none() {
+                    return Err(format!(
+                        "provider {:?} runs a plugin and must list the cluster managers it trusts (\"clusterManagers\": [...], or [\"*\"])",
+                        entry.name
+                    ));
+                }
+            }
+            if entry
+                .cluster_managers
+                .as_ref()
+                .is_some_and(|m| m.is_empty() || m.iter().any(String::is_empty))
             {
-                return Err(format!("provider {:?} has an empty command", entry.name));
+                return Err(format!(
+                    "provider {:?}: clusterManagers must be a non-empty list of names",
+                    entry.name
+                ));
+            }
+            if let Some(namespaces) = &entry.secret_namespaces {
+                check_secret_namespaces(&entry.name, namespaces)?;
             }
         }
         Ok(file)
@@ -253,7 +367,13 @@ impl ProviderFile {
         Self::parse(&text).map_err(|err| format!("{}: {err}", path.display()))
     }
 
-    /// The first provider in the file's order that the profile offers, with the profile's entry.
+    /// The entry named `name`.
+    pub fn entry(&self, name: &str) -> Option<&ProviderEntry> {
+        self.providers.iter().find(|e| e.name == name)
+    }
+
+    /// The first provider in the file's order that the profile offers, with the profile's entry
+    /// (ignoring trust; see [`choose`]).
     pub fn select<'a>(
         &'a self,
         offered: &[&'a AccessProvider],
@@ -267,203 +387,132 @@ impl ProviderFile {
     }
 }
 
-/// Bootstrap access to one member: where it is and how to authenticate.
-#[derive(Clone, Debug)]
-pub struct MemberAccess {
-    /// Name of the provider used.
+/// Check `secretNamespaces`: namespace names or the two placeholders, never empty.
+pub fn check_secret_namespaces(provider: &str, namespaces: &[String]) -> Result<(), String> {
+    if namespaces.is_empty() {
+        return Err(format!(
+            "provider {provider:?}: secretNamespaces is empty (no Secret could ever be read)"
+        ));
+    }
+    for namespace in namespaces {
+        let placeholder =
+            namespace == NAMESPACE_OF_PROFILE || namespace == NAMESPACE_OF_MANAGED_CLUSTER;
+        if !placeholder && !is_dns1123_label(namespace) {
+            return Err(format!(
+                "provider {provider:?}: secretNamespaces entry {namespace:?} is neither a namespace name nor {NAMESPACE_OF_PROFILE} / {NAMESPACE_OF_MANAGED_CLUSTER}"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// What a profile asks of the provider file: which provider, which cluster (endpoint and
+/// extensions) and on whose behalf. Recorded at mint time, so revocation later follows exactly
+/// what minting followed, whatever the profile says by then.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AccessRequest {
+    /// The provider name (an entry of the provider file).
     pub provider: String,
-    /// The member's endpoint.
-    pub endpoint: Endpoint,
-    /// The bootstrap credential.
-    pub credential: Credential,
+    /// The access provider's cluster as the profile gave it.
+    pub cluster: Cluster,
+    /// The profile's namespace (the inventory).
+    pub profile_namespace: String,
+    /// The profile's cluster manager.
+    pub manager: String,
 }
 
-/// Where access is resolved: the hub (for built-in providers' Secrets) and the settings.
-pub struct Resolver<'a> {
-    /// Hub client.
-    pub hub: &'a Client,
-    /// Provider file.
-    pub providers: &'a ProviderFile,
-    /// Namespace for `token-secret`'s `{clusterName}` form; default: the profile's namespace.
-    pub credentials_namespace: Option<&'a str>,
-    /// Exec plugin timeout.
-    pub exec_timeout: std::time::Duration,
+/// The profile's cluster manager: its `x-k8s.io/cluster-manager` label, which the KEP says
+/// equals `spec.clusterManager.name`. A profile where they differ is not trusted at all.
+pub fn cluster_manager(profile: &ClusterProfile) -> Result<String, AccessError> {
+    let label = profile
+        .metadata
+        .labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_CLUSTER_MANAGER))
+        .cloned()
+        .unwrap_or_default();
+    let spec = profile.spec.cluster_manager.name.clone();
+    if label.is_empty() || label != spec {
+        return Err(AccessError::UntrustedManager(format!(
+            "label {LABEL_CLUSTER_MANAGER}={label:?} must equal spec.clusterManager.name {spec:?}"
+        )));
+    }
+    Ok(label)
 }
 
-/// Which provider and endpoint a profile would use, without fetching credentials.
-pub fn choose<'a>(
-    providers: &'a ProviderFile,
-    profile: &'a ClusterProfile,
-) -> Result<(&'a ProviderEntry, &'a AccessProvider, Endpoint), AccessError> {
+/// Which provider a profile would use and the endpoint it advertises, without fetching
+/// credentials: the first entry in the file's order that the profile offers AND that trusts its
+/// cluster manager.
+pub fn choose(
+    providers: &ProviderFile,
+    profile: &ClusterProfile,
+) -> Result<(AccessRequest, Endpoint), AccessError> {
     let offered = profile
         .status
         .as_ref()
         .map(|s| s.effective_access_providers())
         .unwrap_or_default();
-    let Some((entry, provider)) = providers.select(&offered) else {
-        let names: Vec<&str> = offered.iter().map(|p| p.name.as_str()).collect();
-        let known: Vec<&str> = providers
-            .providers
-            .iter()
-            .map(|p| p.name.as_str())
-            .collect();
+    let offered_names: Vec<&str> = offered.iter().map(|p| p.name.as_str()).collect();
+    let known: Vec<&str> = providers
+        .providers
+        .iter()
+        .map(|p| p.name.as_str())
+        .collect();
+    let matching: Vec<(&ProviderEntry, &AccessProvider)> = providers
+        .providers
+        .iter()
+        .filter_map(|entry| {
+            offered
+                .iter()
+                .find(|p| p.name == entry.name && p.cluster.is_some())
+                .map(|p| (entry, *p))
+        })
+        .collect();
+    if matching.is_empty() {
         return Err(AccessError::NoProvider(format!(
-            "the profile offers {names:?}, the provider file knows {known:?}"
+            "the profile offers {offered_names:?}, the provider file knows {known:?}"
+        )));
+    }
+    let manager = cluster_manager(profile)?;
+    let Some((entry, provider)) = matching
+        .into_iter()
+        .find(|(entry, _)| entry.trusts(&manager))
+    else {
+        return Err(AccessError::UntrustedManager(format!(
+            "no provider the profile offers ({offered_names:?}) trusts cluster manager {manager:?}"
         )));
     };
     let cluster = provider
         .cluster
-        .as_ref()
+        .clone()
         .ok_or_else(|| AccessError::NoProvider("provider has no cluster".into()))?;
-    let endpoint = Endpoint::from_cluster(cluster, entry.allow_insecure_skip_tls_verify).map_err(
+    let endpoint = Endpoint::from_cluster(&cluster, entry.allow_insecure_skip_tls_verify).map_err(
         |err: KubeconfigError| AccessError::ProviderConfig {
             provider: entry.name.clone(),
             message: err.to_string(),
         },
     )?;
-    Ok((entry, provider, endpoint))
+    let request = AccessRequest {
+        provider: entry.name.clone(),
+        cluster,
+        profile_namespace: profile.metadata.namespace.clone().unwrap_or_default(),
+        manager,
+    };
+    Ok((request, endpoint))
 }
 
-impl Resolver<'_> {
-    /// Resolve bootstrap access for `profile`.
-    pub async fn resolve(&self, profile: &ClusterProfile) -> Result<MemberAccess, AccessError> {
-        let (entry, provider, endpoint) = choose(self.providers, profile)?;
-        let cluster = provider
-            .cluster
-            .as_ref()
-            .ok_or_else(|| AccessError::NoProvider("provider has no cluster".into()))?;
-        let profile_namespace = profile.metadata.namespace.as_deref().unwrap_or_default();
-        let credential = if let Some(exec_config) = &entry.exec_config {
-            exec::run(exec_config, entry, cluster, self.exec_timeout)
-                .await
-                .map_err(|source| AccessError::Exec {
-                    provider: entry.name.clone(),
-                    source,
-                })?
-        } else if entry.builtin_kind() == Some(PROVIDER_KUBECONFIG_SECRET) {
-            self.kubeconfig_secret(entry, cluster.extension(EXTENSION_EXEC), profile_namespace)
-                .await?
-        } else {
-            self.token_secret(entry, cluster.extension(EXTENSION_EXEC), profile_namespace)
-                .await?
-        };
-        Ok(MemberAccess {
-            provider: entry.name.clone(),
-            endpoint,
-            credential,
-        })
-    }
-
-    async fn secret_value(
-        &self,
-        provider: &str,
-        namespace: &str,
-        name: &str,
-        key: &str,
-    ) -> Result<String, AccessError> {
-        let fail = |message: String| AccessError::BootstrapSecret {
-            provider: provider.to_string(),
-            message,
-        };
-        let secrets: Api<Secret> = Api::namespaced(self.hub.clone(), namespace);
-        let secret = secrets
-            .get_opt(name)
-            .await
-            .map_err(|err| fail(format!("cannot read Secret {namespace}/{name}: {err}")))?
-            .ok_or_else(|| fail(format!("Secret {namespace}/{name} not found")))?;
-        let bytes = secret
-            .data
-            .as_ref()
-            .and_then(|d| d.get(key))
-            .map(|b| b.0.clone())
-            .ok_or_else(|| fail(format!("Secret {namespace}/{name} has no key {key:?}")))?;
-        String::from_utf8(bytes)
-            .map_err(|_| fail(format!("Secret {namespace}/{name} key {key:?} is not text")))
-    }
-
-    async fn kubeconfig_secret(
-        &self,
-        entry: &ProviderEntry,
-        extension: Option<&Value>,
-        profile_namespace: &str,
-    ) -> Result<Credential, AccessError> {
-        let config = BuiltinConfig::parse(&entry.name, extension)?;
-        let (Some(name), Some(key)) = (config.name.as_deref(), config.key.as_deref()) else {
-            return Err(AccessError::ProviderConfig {
-                provider: entry.name.clone(),
-                message: format!("the {EXTENSION_EXEC} extension needs name and key"),
-            });
-        };
-        let namespace = config.namespace.as_deref().unwrap_or(profile_namespace);
-        let text = self.secret_value(&entry.name, namespace, name, key).await?;
-        bootstrap_credential(&text, config.context.as_deref()).map_err(|err| {
-            AccessError::BootstrapSecret {
-                provider: entry.name.clone(),
-                message: format!("Secret {namespace}/{name} key {key:?}: {err}"),
-            }
-        })
-    }
-
-    async fn token_secret(
-        &self,
-        entry: &ProviderEntry,
-        extension: Option<&Value>,
-        profile_namespace: &str,
-    ) -> Result<Credential, AccessError> {
-        let config = BuiltinConfig::parse(&entry.name, extension)?;
-        let default_namespace = self.credentials_namespace.unwrap_or(profile_namespace);
-        let (namespace, name) = match (&config.name, &config.cluster_name) {
-            (Some(name), _) => (
-                config.namespace.as_deref().unwrap_or(default_namespace),
-                name.as_str(),
-            ),
-            (None, Some(cluster)) => (default_namespace, cluster.as_str()),
-            (None, None) => {
-                return Err(AccessError::ProviderConfig {
-                    provider: entry.name.clone(),
-                    message: format!(
-                        "the {EXTENSION_EXEC} extension needs {{name, namespace, key?}} or {{clusterName}}"
-                    ),
-                });
-            }
-        };
-        let key = config.key.as_deref().unwrap_or("token");
-        let token = self.secret_value(&entry.name, namespace, name, key).await?;
-        let token = token.trim();
-        if token.is_empty() || token.contains(char::is_whitespace) {
-            return Err(AccessError::BootstrapSecret {
-                provider: entry.name.clone(),
-                message: format!("Secret {namespace}/{name} key {key:?} is not a bearer token"),
-            });
-        }
-        Ok(Credential::Token(Sensitive::new(token)))
-    }
-}
-
-/// The built-in providers' configuration, from the profile's exec extension.
-#[derive(Debug, Default, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct BuiltinConfig {
-    name: Option<String>,
-    namespace: Option<String>,
-    key: Option<String>,
-    context: Option<String>,
-    cluster_name: Option<String>,
-}
-
-impl BuiltinConfig {
-    fn parse(provider: &str, extension: Option<&Value>) -> Result<Self, AccessError> {
-        let Some(value) = extension else {
-            return Err(AccessError::ProviderConfig {
-                provider: provider.to_string(),
-                message: format!("the access provider has no {EXTENSION_EXEC} extension"),
-            });
-        };
-        serde_json::from_value(value.clone()).map_err(|err| AccessError::ProviderConfig {
-            provider: provider.to_string(),
-            message: format!("the {EXTENSION_EXEC} extension: {err}"),
-        })
-    }
+/// Bootstrap access to one member: where it is and how to authenticate.
+#[derive(Clone, Debug)]
+pub struct MemberAccess {
+    /// Name of the provider used.
+    pub provider: String,
+    /// The member's endpoint: the credential's own (built-ins) or the profile's (exec plugins).
+    pub endpoint: Endpoint,
+    /// The bootstrap credential.
+    pub credential: Credential,
+    /// The Secret it came from (built-ins).
+    pub secret: Option<SecretRef>,
 }
 
 /// Decode base64 data from an ExecCredential or Secret (helper shared with the exec module).
@@ -477,7 +526,48 @@ pub(crate) fn decode_pem(data: &str) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::profile::{Cluster, ClusterProfileStatus};
+    use crate::profile::{ClusterManager, ClusterProfileSpec, ClusterProfileStatus};
+    use std::collections::BTreeMap;
+
+    fn offered(names: &[&str]) -> Vec<AccessProvider> {
+        names
+            .iter()
+            .map(|n| AccessProvider {
+                name: n.to_string(),
+                cluster: Some(Cluster {
+                    server: format!("https://{n}"),
+                    ..Cluster::default()
+                }),
+            })
+            .collect()
+    }
+
+    fn profile(manager: &str, label: Option<&str>, providers: &[&str]) -> ClusterProfile {
+        let mut metadata = kube::api::ObjectMeta {
+            name: Some("p".into()),
+            namespace: Some("fleet".into()),
+            ..Default::default()
+        };
+        if let Some(label) = label {
+            metadata.labels = Some(BTreeMap::from([(
+                LABEL_CLUSTER_MANAGER.to_string(),
+                label.to_string(),
+            )]));
+        }
+        ClusterProfile {
+            metadata,
+            spec: ClusterProfileSpec {
+                cluster_manager: ClusterManager {
+                    name: manager.into(),
+                },
+                ..Default::default()
+            },
+            status: Some(ClusterProfileStatus {
+                access_providers: offered(providers),
+                ..ClusterProfileStatus::default()
+            }),
+        }
+    }
 
     #[test]
     fn default_providers_serve_our_sources_defaults_with_the_matching_built_in() {
@@ -494,6 +584,78 @@ mod tests {
             assert_eq!(provider.name, offered_name);
             assert_eq!(entry.builtin_kind(), Some(builtin), "{offered_name}");
         }
+    }
+
+    #[test]
+    fn each_built_in_trusts_only_its_sources_manager_by_default() {
+        let file = ProviderFile::default();
+        let capi = file.entry(CAPI_SOURCE_PROVIDER).unwrap();
+        assert!(capi.trusts(MANAGER_CLUSTER_API));
+        assert!(!capi.trusts(MANAGER_OCM));
+        assert!(!capi.trusts(""));
+        let ocm = file.entry(OCM_SOURCE_PROVIDER).unwrap();
+        assert!(ocm.trusts(MANAGER_OCM));
+        assert!(!ocm.trusts(MANAGER_CLUSTER_API));
+        assert_eq!(
+            capi.allowed_secret_namespaces(&["capi-prod".into()]),
+            vec![NAMESPACE_OF_PROFILE.to_string(), "capi-prod".to_string()]
+        );
+        assert_eq!(
+            ocm.allowed_secret_namespaces(&[]),
+            vec![NAMESPACE_OF_MANAGED_CLUSTER.to_string()]
+        );
+        let explicit = ProviderFile::parse(
+            r#"{"providers": [{"name": "cluster-api", "builtin": "kubeconfig-secret",
+                "clusterManagers": ["my-capi"], "secretNamespaces": ["capi-a"]}]}"#,
+        )
+        .unwrap();
+        let entry = &explicit.providers[0];
+        assert!(entry.trusts("my-capi") && !entry.trusts(MANAGER_CLUSTER_API));
+        assert_eq!(
+            entry.allowed_secret_namespaces(&["ignored".into()]),
+            vec!["capi-a".to_string()],
+            "an explicit list is exactly what is allowed"
+        );
+    }
+
+    #[test]
+    fn choose_skips_providers_that_do_not_trust_the_profiles_manager() {
+        let file = ProviderFile::default();
+        let capi = profile(
+            MANAGER_CLUSTER_API,
+            Some(MANAGER_CLUSTER_API),
+            &["cluster-api"],
+        );
+        let (request, endpoint) = choose(&file, &capi).unwrap();
+        assert_eq!(request.provider, "cluster-api");
+        assert_eq!(request.manager, MANAGER_CLUSTER_API);
+        assert_eq!(request.profile_namespace, "fleet");
+        assert_eq!(endpoint.server, "https://cluster-api");
+
+        // A profile claiming another manager cannot use the CAPI built-in.
+        let foreign = profile("tenant", Some("tenant"), &["cluster-api", "token-secret"]);
+        let err = choose(&file, &foreign).unwrap_err();
+        assert_eq!(err.category(), "untrusted-manager");
+        // The label must equal spec.clusterManager.name.
+        let forged = profile("tenant", Some(MANAGER_CLUSTER_API), &["cluster-api"]);
+        assert_eq!(
+            choose(&file, &forged).unwrap_err().category(),
+            "untrusted-manager"
+        );
+        let unlabelled = profile(MANAGER_CLUSTER_API, None, &["cluster-api"]);
+        assert_eq!(
+            choose(&file, &unlabelled).unwrap_err().category(),
+            "untrusted-manager"
+        );
+    }
+
+    #[test]
+    fn choose_reports_what_was_offered_and_known() {
+        let unknown = profile(MANAGER_OCM, Some(MANAGER_OCM), &["ocm"]);
+        let err = choose(&ProviderFile::default(), &unknown).unwrap_err();
+        assert_eq!(err.category(), "no-access-provider");
+        assert!(err.to_string().contains("ocm"), "{err}");
+        assert!(err.to_string().contains("token-secret"), "{err}");
     }
 
     #[test]
@@ -518,30 +680,18 @@ mod tests {
         );
     }
 
-    fn offered(names: &[&str]) -> Vec<AccessProvider> {
-        names
-            .iter()
-            .map(|n| AccessProvider {
-                name: n.to_string(),
-                cluster: Some(Cluster {
-                    server: format!("https://{n}"),
-                    ..Cluster::default()
-                }),
-            })
-            .collect()
-    }
-
     #[test]
-    fn upstream_provider_file_parses_with_policies_and_our_opt_in() {
+    fn upstream_provider_file_parses_with_policies_and_our_opt_ins() {
         let file = ProviderFile::parse(
             r#"{"providers": [
                 {"name": "vault", "execConfig": {"apiVersion": "client.authentication.k8s.io/v1",
                   "command": "/bin/vault-plugin", "args": ["--a"], "env": [{"name": "X", "value": "1"}],
                   "provideClusterInfo": true, "interactiveMode": "Never"},
                  "profileSourcedCLIArgsPolicy": "Append", "profileSourcedEnvVarsPolicy": "Replace",
-                 "allowInsecureSkipTLSVerify": true},
+                 "allowInsecureSkipTLSVerify": true, "clusterManagers": ["*"]},
                 {"name": "token-secret"},
-                {"name": "other", "execConfig": {"command": "x"}, "profileSourcedCLIArgsPolicy": ""}
+                {"name": "other", "execConfig": {"command": "x"}, "profileSourcedCLIArgsPolicy": "",
+                 "clusterManagers": ["cluster-api"]}
             ]}"#,
         )
         .unwrap();
@@ -551,6 +701,7 @@ mod tests {
         assert_eq!(vault.profile_sourced_env_vars_policy, EnvPolicy::Replace);
         assert!(vault.allow_insecure_skip_tls_verify);
         assert!(vault.exec_config.as_ref().unwrap().provide_cluster_info);
+        assert!(vault.trusts("anyone"));
         assert_eq!(
             file.providers[2].profile_sourced_cli_args_policy,
             ArgsPolicy::Ignore
@@ -559,23 +710,25 @@ mod tests {
             file.providers[2].profile_sourced_env_vars_policy,
             EnvPolicy::Ignore
         );
+        assert!(!file.providers[2].trusts("anyone"));
         assert!(!file.providers[1].allow_insecure_skip_tls_verify);
     }
 
     #[test]
     fn bad_provider_files_are_refused() {
-        assert!(ProviderFile::parse(r#"{"providers": [{"name": "unknown"}]}"#).is_err());
-        assert!(
-            ProviderFile::parse(r#"{"providers": [{"name": "a", "execConfig": {"command": ""}}]}"#)
-                .is_err()
-        );
-        assert!(
-            ProviderFile::parse(
-                r#"{"providers": [{"name": "token-secret"}, {"name": "token-secret"}]}"#
-            )
-            .is_err()
-        );
-        assert!(ProviderFile::parse("providers: []").is_err());
+        for bad in [
+            r#"{"providers": [{"name": "unknown"}]}"#,
+            r#"{"providers": [{"name": "a", "execConfig": {"command": ""}, "clusterManagers": ["*"]}]}"#,
+            r#"{"providers": [{"name": "token-secret"}, {"name": "token-secret"}]}"#,
+            // A plugin must say whose profiles it serves.
+            r#"{"providers": [{"name": "a", "execConfig": {"command": "x"}}]}"#,
+            r#"{"providers": [{"name": "token-secret", "clusterManagers": []}]}"#,
+            r#"{"providers": [{"name": "token-secret", "secretNamespaces": []}]}"#,
+            r#"{"providers": [{"name": "token-secret", "secretNamespaces": ["Bad Name"]}]}"#,
+            "providers: []",
+        ] {
+            assert!(ProviderFile::parse(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -590,21 +743,5 @@ mod tests {
         let only_other = offered(&["ocm"]);
         let refs: Vec<&AccessProvider> = only_other.iter().collect();
         assert!(file.select(&refs).is_none());
-    }
-
-    #[test]
-    fn choose_reports_what_was_offered_and_known() {
-        let profile = ClusterProfile {
-            metadata: Default::default(),
-            spec: Default::default(),
-            status: Some(ClusterProfileStatus {
-                access_providers: offered(&["ocm"]),
-                ..ClusterProfileStatus::default()
-            }),
-        };
-        let err = choose(&ProviderFile::default(), &profile).unwrap_err();
-        assert_eq!(err.category(), "no-access-provider");
-        assert!(err.to_string().contains("ocm"), "{err}");
-        assert!(err.to_string().contains("token-secret"), "{err}");
     }
 }

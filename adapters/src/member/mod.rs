@@ -15,12 +15,23 @@ use serde::Serialize;
 
 use crate::sensitive::Sensitive;
 
+pub mod defaults;
+
 /// Label on everything we create on a member.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
 /// Its value.
 pub const MANAGED_BY: &str = "inventory-bridge";
 /// Label naming the sink an object belongs to.
 pub const LABEL_SINK: &str = "inventory-bridge.io/sink";
+/// Label naming the sink *instance* an object belongs to (`--instance`, default the sink name):
+/// together with [`LABEL_MANAGED_BY`] it is the ownership mark. An object without it is never
+/// changed or deleted.
+pub const LABEL_INSTANCE: &str = "inventory-bridge.io/instance";
+/// Annotation on member objects that something else provisions for us (ocm-source's
+/// ManifestWork): the sink uses them but leaves their removal to their provisioner.
+pub const ANNOTATION_PROVISIONED_BY: &str = "inventory-bridge.io/provisioned-by";
+/// Default namespace of every sink's member ServiceAccount.
+pub const DEFAULT_MEMBER_NAMESPACE: &str = "inventory-bridge";
 
 /// The apiserver's lower bound for `TokenRequest.spec.expirationSeconds`.
 pub const MIN_TOKEN_TTL: Duration = Duration::from_secs(600);
@@ -28,6 +39,8 @@ pub const MIN_TOKEN_TTL: Duration = Duration::from_secs(600);
 /// What to create on each member.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemberIdentity {
+    /// The sink instance whose ownership mark the objects carry.
+    pub instance: String,
     /// Namespace of the ServiceAccount (created if missing, never deleted).
     pub namespace: String,
     /// ServiceAccount name.
@@ -41,17 +54,35 @@ pub struct MemberIdentity {
 }
 
 impl MemberIdentity {
-    /// An identity whose ClusterRole and binding are named after the sink and the account, so
-    /// two sinks (or two accounts) on one member never share RBAC objects.
-    pub fn new(sink: &str, namespace: &str, service_account: &str, rules: Vec<PolicyRule>) -> Self {
-        let rbac_name = format!("inventory-bridge:{sink}:{namespace}:{service_account}");
+    /// An identity whose ClusterRole and binding are named after the instance and the account,
+    /// so two sinks (or two instances, or two accounts) on one member never share RBAC objects.
+    pub fn new(
+        instance: &str,
+        namespace: &str,
+        service_account: &str,
+        rules: Vec<PolicyRule>,
+    ) -> Self {
+        let rbac_name = format!("inventory-bridge:{instance}:{namespace}:{service_account}");
         Self {
+            instance: instance.to_string(),
             namespace: namespace.to_string(),
             service_account: service_account.to_string(),
             cluster_role: rbac_name.clone(),
             cluster_role_binding: rbac_name,
             rules,
         }
+    }
+
+    /// The default identity of sink instance `instance`: `inventory-bridge/inventory-bridge-<instance>`
+    /// — names no consumer's own tooling uses (`sveltosctl` uses `projectsveltos`, `argocd cluster
+    /// add` uses `argocd-manager`).
+    pub fn default_for(instance: &str, rules: Vec<PolicyRule>) -> Self {
+        Self::new(
+            instance,
+            DEFAULT_MEMBER_NAMESPACE,
+            &format!("inventory-bridge-{instance}"),
+            rules,
+        )
     }
 
     /// The username the apiserver gives the account's tokens.
@@ -61,6 +92,41 @@ impl MemberIdentity {
             self.namespace, self.service_account
         )
     }
+
+    /// The ownership mark (labels) of this identity's objects.
+    pub fn mark(&self) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
+            (LABEL_INSTANCE.to_string(), self.instance.clone()),
+        ])
+    }
+
+    /// Whether `labels` carry this identity's ownership mark.
+    pub fn is_marked(&self, labels: Option<&BTreeMap<String, String>>) -> bool {
+        labels.is_some_and(|labels| {
+            self.mark()
+                .iter()
+                .all(|(k, v)| labels.get(k).is_some_and(|have| have == v))
+        })
+    }
+}
+
+/// What a sink minted on a member, as recorded on the hub: revocation acts on exactly this.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MintedIdentity {
+    /// The instance whose mark the objects carry.
+    pub instance: String,
+    /// ServiceAccount namespace.
+    pub namespace: String,
+    /// ServiceAccount name.
+    pub service_account: String,
+    /// ServiceAccount uid (tokens are bound to it; a recreated account is another identity).
+    pub service_account_uid: String,
+    /// ClusterRole name.
+    pub cluster_role: String,
+    /// ClusterRoleBinding name.
+    pub cluster_role_binding: String,
 }
 
 /// Why minting failed. Each variant is one bounded category.
@@ -72,6 +138,9 @@ pub enum MemberError {
     /// The member refused the bootstrap credential (401) or it lacks permission (403).
     #[error("member refused the bootstrap credential: {0}")]
     Refused(String),
+    /// An object of our name exists without our ownership mark: never taken over.
+    #[error("{0}")]
+    NameConflict(String),
     /// Any other failure creating the identity or the token.
     #[error("minting failed: {0}")]
     Mint(String),
@@ -86,6 +155,7 @@ impl MemberError {
         match self {
             MemberError::Unreachable(_) => "member-unreachable",
             MemberError::Refused(_) => "member-refused",
+            MemberError::NameConflict(_) => "name-conflict",
             MemberError::Mint(_) => "mint-failed",
             MemberError::Verify(_) => "verify-failed",
         }
@@ -115,78 +185,147 @@ pub struct MintedToken {
     pub issued_at: Timestamp,
 }
 
-fn labels(sink: &str) -> BTreeMap<String, String> {
-    BTreeMap::from([
-        (LABEL_MANAGED_BY.to_string(), MANAGED_BY.to_string()),
-        (LABEL_SINK.to_string(), sink.to_string()),
-    ])
-}
-
-fn meta(name: &str, namespace: Option<&str>, sink: &str) -> ObjectMeta {
+fn meta(name: &str, namespace: Option<&str>, identity: &MemberIdentity, sink: &str) -> ObjectMeta {
+    let mut labels = identity.mark();
+    labels.insert(LABEL_SINK.to_string(), sink.to_string());
     ObjectMeta {
         name: Some(name.to_string()),
         namespace: namespace.map(str::to_string),
-        labels: Some(labels(sink)),
+        labels: Some(labels),
         ..ObjectMeta::default()
     }
 }
 
-async fn apply<K>(api: &Api<K>, name: &str, object: &K, sink: &str) -> Result<(), MemberError>
+async fn get<K>(api: &Api<K>, name: &str) -> Result<Option<K>, MemberError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    api.get_opt(name)
+        .await
+        .map_err(|err| MemberError::from_kube(&format!("reading {name}"), err))
+}
+
+async fn apply<K>(api: &Api<K>, name: &str, object: &K, sink: &str) -> Result<K, MemberError>
 where
     K: kube::Resource + Clone + Serialize + serde::de::DeserializeOwned + std::fmt::Debug,
 {
-    // Forced: these objects are ours by name and label, and nobody else should own their fields.
+    // Forced only after the ownership mark was checked: the object is ours, its fields too.
     api.patch(
         name,
         &PatchParams::apply(sink).force(),
         &Patch::Apply(object),
     )
     .await
-    .map(|_| ())
     .map_err(|err| MemberError::from_kube(&format!("applying {name}"), err))
 }
 
-/// Create or update the namespace, ServiceAccount, ClusterRole and ClusterRoleBinding.
+fn conflict(kind: &str, name: &str, identity: &MemberIdentity) -> MemberError {
+    MemberError::NameConflict(format!(
+        "{kind} {name} exists on the member without our ownership mark ({LABEL_MANAGED_BY}={MANAGED_BY}, {LABEL_INSTANCE}={}); not taking it over (choose other names with --member-namespace/--member-service-account)",
+        identity.instance
+    ))
+}
+
+/// Make sure the namespace, ServiceAccount, ClusterRole and ClusterRoleBinding exist as
+/// configured, writing only what is missing or differs. An object of one of these names without
+/// our ownership mark is a [`MemberError::NameConflict`]: never overwritten. A namespace that
+/// exists is used as it is (namespaces are shared). Returns the ServiceAccount's uid.
 pub async fn ensure_identity(
     client: &Client,
     identity: &MemberIdentity,
     sink: &str,
-) -> Result<(), MemberError> {
+) -> Result<String, MemberError> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace = Namespace {
-        metadata: meta(&identity.namespace, None, sink),
-        ..Namespace::default()
-    };
-    apply(&namespaces, &identity.namespace, &namespace, sink).await?;
+    if get(&namespaces, &identity.namespace).await?.is_none() {
+        let namespace = Namespace {
+            metadata: meta(&identity.namespace, None, identity, sink),
+            ..Namespace::default()
+        };
+        apply(&namespaces, &identity.namespace, &namespace, sink).await?;
+    }
+
     let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &identity.namespace);
-    let account = ServiceAccount {
-        metadata: meta(&identity.service_account, Some(&identity.namespace), sink),
-        ..ServiceAccount::default()
+    let account = match get(&accounts, &identity.service_account).await? {
+        Some(existing) if !identity.is_marked(existing.metadata.labels.as_ref()) => {
+            return Err(conflict(
+                "ServiceAccount",
+                &format!("{}/{}", identity.namespace, identity.service_account),
+                identity,
+            ));
+        }
+        Some(existing) => existing,
+        None => {
+            let account = ServiceAccount {
+                metadata: meta(
+                    &identity.service_account,
+                    Some(&identity.namespace),
+                    identity,
+                    sink,
+                ),
+                ..ServiceAccount::default()
+            };
+            apply(&accounts, &identity.service_account, &account, sink).await?
+        }
     };
-    apply(&accounts, &identity.service_account, &account, sink).await?;
+    let uid = account
+        .metadata
+        .uid
+        .clone()
+        .ok_or_else(|| MemberError::Mint("the ServiceAccount has no uid".into()))?;
+
     let roles: Api<ClusterRole> = Api::all(client.clone());
-    let role = ClusterRole {
-        metadata: meta(&identity.cluster_role, None, sink),
-        rules: Some(identity.rules.clone()),
-        ..ClusterRole::default()
-    };
-    apply(&roles, &identity.cluster_role, &role, sink).await?;
+    let existing = get(&roles, &identity.cluster_role).await?;
+    if let Some(role) = &existing
+        && !identity.is_marked(role.metadata.labels.as_ref())
+    {
+        return Err(conflict("ClusterRole", &identity.cluster_role, identity));
+    }
+    let rules_match = existing
+        .as_ref()
+        .is_some_and(|role| role.rules.as_deref().unwrap_or_default() == identity.rules);
+    if !rules_match {
+        let role = ClusterRole {
+            metadata: meta(&identity.cluster_role, None, identity, sink),
+            rules: Some(identity.rules.clone()),
+            ..ClusterRole::default()
+        };
+        apply(&roles, &identity.cluster_role, &role, sink).await?;
+    }
+
     let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
-    let binding = ClusterRoleBinding {
-        metadata: meta(&identity.cluster_role_binding, None, sink),
-        role_ref: RoleRef {
-            api_group: Some("rbac.authorization.k8s.io".into()),
-            kind: "ClusterRole".into(),
-            name: identity.cluster_role.clone(),
-        },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: identity.service_account.clone(),
-            namespace: Some(identity.namespace.clone()),
-            ..Subject::default()
-        }]),
+    let role_ref = RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "ClusterRole".into(),
+        name: identity.cluster_role.clone(),
     };
-    apply(&bindings, &identity.cluster_role_binding, &binding, sink).await
+    let subjects = vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: identity.service_account.clone(),
+        namespace: Some(identity.namespace.clone()),
+        ..Subject::default()
+    }];
+    let existing = get(&bindings, &identity.cluster_role_binding).await?;
+    if let Some(binding) = &existing
+        && !identity.is_marked(binding.metadata.labels.as_ref())
+    {
+        return Err(conflict(
+            "ClusterRoleBinding",
+            &identity.cluster_role_binding,
+            identity,
+        ));
+    }
+    let binding_matches = existing.as_ref().is_some_and(|binding| {
+        binding.role_ref == role_ref && binding.subjects.as_deref() == Some(&subjects[..])
+    });
+    if !binding_matches {
+        let binding = ClusterRoleBinding {
+            metadata: meta(&identity.cluster_role_binding, None, identity, sink),
+            role_ref,
+            subjects: Some(subjects),
+        };
+        apply(&bindings, &identity.cluster_role_binding, &binding, sink).await?;
+    }
+    Ok(uid)
 }
 
 /// Ask for a token of `ttl` for the account.
@@ -234,58 +373,96 @@ pub async fn request_token(
     })
 }
 
-/// Check with a `SelfSubjectReview` that `client` (built with the new token) is `identity`.
-pub async fn verify(client: &Client, identity: &MemberIdentity) -> Result<(), MemberError> {
+/// Check with a `SelfSubjectReview` that `client` (built with the new token) is `username`.
+pub async fn verify(client: &Client, username: &str) -> Result<(), MemberError> {
     let reviews: Api<SelfSubjectReview> = Api::all(client.clone());
     let review = reviews
         .create(&PostParams::default(), &SelfSubjectReview::default())
         .await
-        .map_err(|err| MemberError::Verify(format!("SelfSubjectReview: {err}")))?;
-    let username = review
+        .map_err(|err| match &err {
+            kube::Error::Api(status) if status.code == 401 => {
+                MemberError::Verify("the token is no longer accepted (401)".into())
+            }
+            kube::Error::Api(_) => MemberError::Verify(format!("SelfSubjectReview: {err}")),
+            _ => MemberError::Unreachable(format!("SelfSubjectReview: {err}")),
+        })?;
+    let found = review
         .status
         .and_then(|s| s.user_info)
         .and_then(|u| u.username)
         .unwrap_or_default();
-    if username != identity.username() {
+    if found != username {
         return Err(MemberError::Verify(format!(
-            "the token authenticates as {username:?}, expected {:?}",
-            identity.username()
+            "the token authenticates as {found:?}, expected {username:?}"
         )));
     }
     Ok(())
 }
 
-/// Delete the ClusterRoleBinding, ClusterRole and ServiceAccount (deleting the account revokes its
-/// tokens). The namespace stays: it may hold other things. Already gone is fine.
-pub async fn remove_identity(
-    client: &Client,
-    identity: &MemberIdentity,
-) -> Result<(), MemberError> {
-    async fn delete<K>(api: Api<K>, name: &str) -> Result<(), MemberError>
+/// Revoke a recorded identity: delete its ServiceAccount first (that invalidates every token
+/// minted for it), then its binding and role. Only objects carrying the instance's ownership mark
+/// are deleted, the account only if it is still the one recorded (same uid); objects another
+/// party provisioned for us ([`ANNOTATION_PROVISIONED_BY`]) keep their role and binding, which
+/// their provisioner removes. Already gone is fine.
+pub async fn remove_identity(client: &Client, minted: &MintedIdentity) -> Result<(), MemberError> {
+    let marked = |labels: Option<&BTreeMap<String, String>>| {
+        labels.is_some_and(|l| {
+            l.get(LABEL_MANAGED_BY).map(String::as_str) == Some(MANAGED_BY)
+                && l.get(LABEL_INSTANCE) == Some(&minted.instance)
+        })
+    };
+    async fn delete<K>(api: &Api<K>, name: &str, uid: Option<String>) -> Result<(), MemberError>
     where
         K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
     {
-        match api.delete(name, &DeleteParams::default()).await {
+        let params = DeleteParams {
+            preconditions: uid.map(|uid| kube::api::Preconditions {
+                uid: Some(uid),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(name, &params).await {
             Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            // Gone, or replaced since we read it (precondition failed): not ours to delete.
+            Err(kube::Error::Api(status)) if matches!(status.code, 404 | 409) => Ok(()),
             Err(err) => Err(MemberError::from_kube(&format!("deleting {name}"), err)),
         }
     }
-    delete(
-        Api::<ClusterRoleBinding>::all(client.clone()),
-        &identity.cluster_role_binding,
-    )
-    .await?;
-    delete(
-        Api::<ClusterRole>::all(client.clone()),
-        &identity.cluster_role,
-    )
-    .await?;
-    delete(
-        Api::<ServiceAccount>::namespaced(client.clone(), &identity.namespace),
-        &identity.service_account,
-    )
-    .await
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), &minted.namespace);
+    if let Some(account) = get(&accounts, &minted.service_account).await?
+        && marked(account.metadata.labels.as_ref())
+        && account.metadata.uid.as_deref() == Some(minted.service_account_uid.as_str())
+    {
+        delete(&accounts, &minted.service_account, account.metadata.uid).await?;
+    }
+    let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
+    if let Some(binding) = get(&bindings, &minted.cluster_role_binding).await?
+        && marked(binding.metadata.labels.as_ref())
+        && !provisioned(&binding.metadata)
+    {
+        delete(
+            &bindings,
+            &minted.cluster_role_binding,
+            binding.metadata.uid,
+        )
+        .await?;
+    }
+    let roles: Api<ClusterRole> = Api::all(client.clone());
+    if let Some(role) = get(&roles, &minted.cluster_role).await?
+        && marked(role.metadata.labels.as_ref())
+        && !provisioned(&role.metadata)
+    {
+        delete(&roles, &minted.cluster_role, role.metadata.uid).await?;
+    }
+    Ok(())
+}
+
+fn provisioned(metadata: &ObjectMeta) -> bool {
+    metadata
+        .annotations
+        .as_ref()
+        .is_some_and(|a| a.contains_key(ANNOTATION_PROVISIONED_BY))
 }
 
 /// Parse a `--member-rules` file: a YAML or JSON list of RBAC PolicyRules, or `{rules: [...]}`.
@@ -349,16 +526,36 @@ mod tests {
     }
 
     #[test]
-    fn identity_names_are_per_sink_and_account() {
-        let identity =
-            MemberIdentity::new("sveltos-sink", "projectsveltos", "projectsveltos", vec![]);
+    fn identity_names_are_per_instance_and_account_and_avoid_consumer_tooling() {
+        let identity = MemberIdentity::default_for("sveltos-sink", vec![]);
+        assert_eq!(identity.namespace, "inventory-bridge");
+        assert_eq!(identity.service_account, "inventory-bridge-sveltos-sink");
         assert_eq!(
             identity.cluster_role,
-            "inventory-bridge:sveltos-sink:projectsveltos:projectsveltos"
+            "inventory-bridge:sveltos-sink:inventory-bridge:inventory-bridge-sveltos-sink"
         );
         assert_eq!(
             identity.username(),
-            "system:serviceaccount:projectsveltos:projectsveltos"
+            "system:serviceaccount:inventory-bridge:inventory-bridge-sveltos-sink"
         );
+        for taken in ["projectsveltos", "argocd-manager", "argocd-manager-role"] {
+            assert_ne!(identity.service_account, taken);
+            assert_ne!(identity.cluster_role, taken);
+        }
+        let other = MemberIdentity::default_for("sveltos-sink-b", vec![]);
+        assert_ne!(other.service_account, identity.service_account);
+        assert_ne!(other.cluster_role, identity.cluster_role);
+    }
+
+    #[test]
+    fn the_mark_needs_both_labels_and_the_same_instance() {
+        let identity = MemberIdentity::default_for("a", vec![]);
+        assert!(identity.is_marked(Some(&identity.mark())));
+        let mut helm = identity.mark();
+        helm.insert(LABEL_MANAGED_BY.into(), "Helm".into());
+        assert!(!identity.is_marked(Some(&helm)));
+        let other = MemberIdentity::default_for("b", vec![]);
+        assert!(!identity.is_marked(Some(&other.mark())));
+        assert!(!identity.is_marked(None));
     }
 }

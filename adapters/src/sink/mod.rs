@@ -11,12 +11,14 @@
 pub mod duplicates;
 mod engine;
 pub mod metrics;
+pub mod record;
 pub mod schedule;
 
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::jiff::Timestamp;
 use kube::core::ApiResource;
@@ -30,12 +32,20 @@ use crate::access::ProviderFile;
 use crate::error::{Error, Result};
 use crate::kubeconfig::KubeconfigNames;
 use crate::member::{MIN_TOKEN_TTL, MemberIdentity};
+use crate::names::is_dns1123_label;
 use crate::profile::ClusterProfile;
 use crate::runtime::{Metrics, RuntimeArgs};
 use crate::sensitive::Sensitive;
 
 /// Label on every hub object a sink writes: which sink.
 pub const LABEL_SINK: &str = crate::member::LABEL_SINK;
+/// Label on every hub object (and member object) a sink writes: which sink instance. Sweeps and
+/// lookups select on it, so two instances sharing a namespace never touch each other's objects.
+pub const LABEL_INSTANCE: &str = crate::member::LABEL_INSTANCE;
+/// Annotation on every credential Secret: the registration record ([`record::Record`]): what was
+/// minted on which member through which bootstrap access. Revocation follows it, never the
+/// profile; a restarted sink adopts it instead of minting again.
+pub const ANNOTATION_REGISTRATION: &str = "inventory-bridge.io/registration";
 /// Label on every hub object a sink writes: the uid of the profile it was rendered from.
 pub const LABEL_PROFILE_UID: &str = "inventory-bridge.io/profile-uid";
 /// Label on every hub object a sink writes: the namespace (inventory) of that profile.
@@ -116,12 +126,8 @@ pub struct Rendered {
 
 /// A consumer of ClusterProfiles. Everything but `render` is a constant description.
 pub trait Sink: Send + Sync + 'static {
-    /// Adapter name: field manager, Event reporter, label value, finalizer part.
+    /// Adapter name: field manager, Event reporter, label value, default instance.
     const NAME: &'static str;
-    /// Default namespace of the member ServiceAccount.
-    const DEFAULT_MEMBER_NAMESPACE: &'static str;
-    /// Default member ServiceAccount name.
-    const DEFAULT_SERVICE_ACCOUNT: &'static str;
 
     /// Default rules of the member ClusterRole (what the consumer's own registration tool grants).
     fn default_member_rules() -> Vec<PolicyRule>;
@@ -139,13 +145,29 @@ pub trait Sink: Send + Sync + 'static {
         credential: &MintedCredential,
         config: &SinkConfig,
     ) -> std::result::Result<Rendered, Problem>;
+
+    /// The token published in one of our credential Secrets, so a restarted sink can adopt the
+    /// registration instead of minting again. The default finds a kubeconfig (any key) with a
+    /// token user, or a JSON document with `bearerToken` (Argo CD's `config`).
+    fn published_token(&self, secret: &Secret) -> Option<Sensitive> {
+        record::published_token(secret)
+    }
 }
 
 /// The engine's settings, resolved from [`SinkArgs`] (or built directly by tests).
 #[derive(Clone, Debug)]
 pub struct SinkOptions {
-    /// Inventories to watch; empty means all namespaces.
+    /// The sink instance: ownership labels, finalizer and default member names derive from it.
+    pub instance: String,
+    /// Inventories to watch; empty means all namespaces (only with `all_namespaces`).
     pub inventory_namespaces: Vec<String>,
+    /// Serve every namespace (an explicit operator choice).
+    pub all_namespaces: bool,
+    /// `--bootstrap-secret-namespace`: extra namespaces built-in providers may read Secrets from.
+    pub extra_secret_namespaces: Vec<String>,
+    /// Release mode: revoke and deregister every profile of the served inventories, remove our
+    /// finalizers, then stop (uninstalling the sink).
+    pub release_finalizers: bool,
     /// Label selector on profiles.
     pub profile_selector: Option<String>,
     /// Namespace of the hub objects; `None` means each profile's own namespace.
@@ -177,20 +199,19 @@ pub struct SinkOptions {
 }
 
 impl SinkOptions {
-    /// Defaults for sink `S` (all namespaces, built-in providers, 24 h tokens).
+    /// Defaults for sink `S` (no inventory yet, built-in providers, 24 h tokens).
     pub fn defaults<S: Sink>() -> Self {
         Self {
+            instance: S::NAME.to_string(),
             inventory_namespaces: Vec::new(),
+            all_namespaces: false,
+            extra_secret_namespaces: Vec::new(),
+            release_finalizers: false,
             profile_selector: None,
             target_namespace: None,
             providers: ProviderFile::default(),
             credentials_namespace: None,
-            identity: MemberIdentity::new(
-                S::NAME,
-                S::DEFAULT_MEMBER_NAMESPACE,
-                S::DEFAULT_SERVICE_ACCOUNT,
-                S::default_member_rules(),
-            ),
+            identity: MemberIdentity::default_for(S::NAME, S::default_member_rules()),
             token_ttl: Duration::from_secs(24 * 3600),
             renewal: RenewalPolicy::default(),
             keep_member_identity: false,
@@ -207,13 +228,39 @@ impl SinkOptions {
 /// Flags every sink shares. Each falls back to the environment variable named beside it.
 #[derive(Clone, Debug, clap::Args)]
 pub struct SinkArgs {
-    /// Inventory namespace to watch (repeatable, or comma-separated); none means all namespaces.
+    /// Inventory namespace to serve (repeatable, or comma-separated). Required unless
+    /// --all-namespaces.
     #[arg(
         long = "inventory-namespace",
         env = "IB_INVENTORY_NAMESPACE",
         value_delimiter = ','
     )]
     pub inventory_namespaces: Vec<String>,
+
+    /// Serve the profiles of every namespace (whoever can write a profile anywhere is then
+    /// trusted as an inventory writer).
+    #[arg(long, env = "IB_ALL_NAMESPACES", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub all_namespaces: bool,
+
+    /// This sink instance's name: ownership labels, finalizer and default member identity derive
+    /// from it, so two instances never touch each other's objects. Default: the sink name.
+    #[arg(long, env = "IB_INSTANCE")]
+    pub instance: Option<String>,
+
+    /// Extra namespace built-in providers may read bootstrap Secrets from (repeatable, or
+    /// comma-separated), e.g. the namespaces of the CAPI Clusters. Default: only the profile's own
+    /// namespace (kubeconfig-secret) / the ManagedCluster's hub namespace (token-secret).
+    #[arg(
+        long = "bootstrap-secret-namespace",
+        env = "IB_BOOTSTRAP_SECRET_NAMESPACE",
+        value_delimiter = ','
+    )]
+    pub bootstrap_secret_namespaces: Vec<String>,
+
+    /// Uninstall mode: revoke every member identity and remove every registration and finalizer
+    /// of the served inventories, then exit.
+    #[arg(long, env = "IB_RELEASE_FINALIZERS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub release_finalizers: bool,
 
     /// Label selector choosing which ClusterProfiles to register.
     #[arg(long, env = "IB_PROFILE_SELECTOR")]
@@ -233,11 +280,11 @@ pub struct SinkArgs {
     #[arg(long, env = "IB_MEMBER_RULES")]
     pub member_rules: Option<PathBuf>,
 
-    /// Namespace of the member ServiceAccount (default: the sink's).
+    /// Namespace of the member ServiceAccount (default: `inventory-bridge`).
     #[arg(long, env = "IB_MEMBER_NAMESPACE")]
     pub member_namespace: Option<String>,
 
-    /// Name of the member ServiceAccount (default: the sink's).
+    /// Name of the member ServiceAccount (default: `inventory-bridge-<instance>`).
     #[arg(long, env = "IB_MEMBER_SERVICE_ACCOUNT")]
     pub member_service_account: Option<String>,
 
@@ -295,21 +342,75 @@ impl SinkArgs {
             }
             None => S::default_member_rules(),
         };
+        let instance = self
+            .instance
+            .clone()
+            .filter(|i| !i.is_empty())
+            .unwrap_or_else(|| S::NAME.to_string());
+        // It becomes part of a label value, a finalizer and member object names.
+        if !is_dns1123_label(&instance) || instance.len() > 40 {
+            return Err(Error::Config(format!(
+                "--instance {instance:?} must be a DNS-1123 label of at most 40 characters"
+            )));
+        }
+        let default_identity = MemberIdentity::default_for(&instance, rules.clone());
         let namespace = self
             .member_namespace
             .clone()
-            .unwrap_or_else(|| S::DEFAULT_MEMBER_NAMESPACE.to_string());
+            .unwrap_or(default_identity.namespace);
         let account = self
             .member_service_account
             .clone()
-            .unwrap_or_else(|| S::DEFAULT_SERVICE_ACCOUNT.to_string());
-        options.identity = MemberIdentity::new(S::NAME, &namespace, &account, rules);
+            .unwrap_or(default_identity.service_account);
+        options.identity = MemberIdentity::new(&instance, &namespace, &account, rules);
+        options.instance = instance;
         options.inventory_namespaces = self
             .inventory_namespaces
             .iter()
             .filter(|n| !n.is_empty())
             .cloned()
             .collect();
+        if let Some(bad) = options
+            .inventory_namespaces
+            .iter()
+            .find(|n| !is_dns1123_label(n))
+        {
+            return Err(Error::Config(format!(
+                "--inventory-namespace {bad:?} is not a namespace name"
+            )));
+        }
+        options.all_namespaces = self.all_namespaces;
+        match (options.inventory_namespaces.is_empty(), self.all_namespaces) {
+            (true, false) => {
+                return Err(Error::Config(
+                    "name the inventories to serve with --inventory-namespace (or, to trust every profile writer of the hub, --all-namespaces)".into(),
+                ));
+            }
+            (false, true) => {
+                return Err(Error::Config(
+                    "--inventory-namespace and --all-namespaces exclude each other".into(),
+                ));
+            }
+            _ => {}
+        }
+        options.extra_secret_namespaces = self
+            .bootstrap_secret_namespaces
+            .iter()
+            .filter(|n| !n.is_empty())
+            .cloned()
+            .collect();
+        crate::access::check_secret_namespaces(
+            "--bootstrap-secret-namespace",
+            &options.extra_secret_namespaces,
+        )
+        .or_else(|err| {
+            if options.extra_secret_namespaces.is_empty() {
+                Ok(())
+            } else {
+                Err(Error::Config(err))
+            }
+        })?;
+        options.release_finalizers = self.release_finalizers;
         options.profile_selector = self.profile_selector.clone().filter(|s| !s.is_empty());
         options.target_namespace = target_namespace.filter(|s| !s.is_empty());
         options.credentials_namespace = self.credentials_namespace.clone();

@@ -1,0 +1,670 @@
+//! The sink controller: one kube-runtime `Controller` per served inventory (or one for all
+//! namespaces, when the operator says so), sharing one engine state; a periodic task publishes
+//! gauges and sweeps orphans.
+//!
+//! The lifecycle of a registration, one file each:
+//! - [`register`]: trust and duplicate checks, finalizer, render, apply;
+//! - [`rotate`]: the credential — kept, adopted from what a previous process published, re-verified
+//!   on schedule, or minted (first time, renewal, changed settings);
+//! - [`revoke`]: deletion and retirement of an identity, from the recorded registration only,
+//!   reference-counted across profiles that reach the same member identity;
+//! - [`sweep`]: orphans, gauges, and the uninstall path (`--release-finalizers`).
+//!
+//! Failures never surface as reconcile errors: each is reported once per change (Event on the
+//! profile, log line, metric category) and the profile is retried with its own exponential
+//! backoff, so one broken profile or unreachable member never delays another.
+
+mod register;
+mod revoke;
+mod rotate;
+mod sweep;
+
+use std::collections::{BTreeSet, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{ObjectReference, Secret};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
+use kube::core::{ApiResource, GroupVersionKind};
+use kube::runtime::controller::{self, Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
+use kube::{Client, Resource, ResourceExt};
+use tracing::{debug, info, warn};
+
+use super::record::Record;
+use super::schedule::backoff;
+use super::{
+    ANNOTATION_PROFILE, LABEL_INSTANCE, LABEL_PROFILE_UID, MintedCredential, Sink, SinkMetrics,
+    SinkOptions,
+};
+use crate::access::Resolver;
+use crate::error::{Error, Result};
+use crate::kubeconfig::{self, Endpoint};
+use crate::profile::{ClusterProfile, GROUP};
+use crate::runtime::{EventRecorder, LeaderContext, Metrics, sleep_or_stop};
+
+/// A profile's key: namespace and name.
+type Key = (String, String);
+
+/// Where a profile stands.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum Phase {
+    #[default]
+    Pending,
+    Registered,
+    Failing,
+    Suppressed,
+}
+
+/// The current registration of a profile: the credential it publishes and its record.
+#[derive(Clone, Debug)]
+struct Registration {
+    credential: MintedCredential,
+    record: Record,
+    renew_at: Timestamp,
+    /// When the published token is next checked with a SelfSubjectReview.
+    next_verify: Timestamp,
+}
+
+#[derive(Debug, Default)]
+struct ProfileState {
+    uid: String,
+    registration: Option<Registration>,
+    /// Identities this profile no longer uses whose revocation failed: retried until done.
+    retired: Vec<Record>,
+    failures: u32,
+    phase: Phase,
+    /// The last problem reported (category and message), so a retry does not repeat its Event.
+    reported: Option<(String, String)>,
+    /// Non-fatal render problems already reported.
+    reported_warnings: BTreeSet<String>,
+}
+
+/// When to try again after a failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Retry {
+    /// Exponential backoff with jitter, per profile, capped at `--max-backoff`.
+    Backoff,
+    /// Only when the profile changes (nothing else can fix it).
+    OnChange,
+}
+
+/// A per-profile failure: reported, then retried.
+#[derive(Debug)]
+struct Failure {
+    category: &'static str,
+    message: String,
+    retry: Retry,
+}
+
+impl Failure {
+    fn new(category: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            category,
+            message: message.into(),
+            retry: Retry::Backoff,
+        }
+    }
+
+    fn on_change(mut self) -> Self {
+        self.retry = Retry::OnChange;
+        self
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.category, self.message)
+    }
+}
+
+impl std::error::Error for Failure {}
+
+/// Every problem category a sink reports, with its Event reason.
+const CATEGORIES: [(&str, &str); 22] = [
+    ("no-access-provider", "NoAccessProvider"),
+    ("untrusted-manager", "UntrustedClusterManager"),
+    ("provider-config", "AccessProviderMisconfigured"),
+    ("secret-not-allowed", "BootstrapSecretNotAllowed"),
+    ("bootstrap-secret", "BootstrapSecretUnusable"),
+    ("endpoint-mismatch", "EndpointMismatch"),
+    ("exec-plugin", "ExecPluginFailed"),
+    ("member-unreachable", "MemberUnreachable"),
+    ("member-refused", "MemberRefusedCredential"),
+    ("mint-failed", "MintFailed"),
+    ("verify-failed", "VerificationFailed"),
+    ("render", "RenderFailed"),
+    ("invalid-label", "InvalidLabelValue"),
+    ("hub-write", "HubWriteFailed"),
+    ("name-conflict", "NameConflict"),
+    ("invalid-profile", "InvalidProfile"),
+    ("duplicate", "DuplicateMemberId"),
+    ("ambiguous", "AmbiguousMemberId"),
+    ("revoke-failed", "RevocationFailed"),
+    ("cleanup", "CleanupAbandoned"),
+    ("name-collision", "NameCollision"),
+    ("other", "SinkProblem"),
+];
+
+/// The Event reason for a failure category.
+fn reason(category: &str) -> &'static str {
+    CATEGORIES
+        .iter()
+        .find(|(c, _)| *c == category)
+        .map_or("SinkProblem", |(_, r)| *r)
+}
+
+/// Turn a known category string into the `'static` one (metric labels must be bounded).
+fn static_category(category: &str) -> &'static str {
+    CATEGORIES
+        .iter()
+        .find(|(c, _)| *c == category)
+        .map_or("other", |(c, _)| *c)
+}
+
+struct Engine<S: Sink> {
+    sink: Arc<S>,
+    options: SinkOptions,
+    hub: Client,
+    applier: crate::apply::Applier,
+    events: EventRecorder,
+    metrics: Arc<Metrics>,
+    sink_metrics: SinkMetrics,
+    profiles: ApiResource,
+    finalizer: String,
+    states: Mutex<HashMap<Key, ProfileState>>,
+    stores: Mutex<Vec<Store<DynamicObject>>>,
+    /// Orphaned hub objects whose member identity could not be revoked yet: when first seen.
+    orphans_seen: Mutex<HashMap<String, Instant>>,
+}
+
+struct Ctx<S: Sink> {
+    engine: Arc<Engine<S>>,
+    store: Store<DynamicObject>,
+}
+
+/// The ClusterProfile version to read: v1alpha1 where served (every release serves it and it is
+/// the storage version), else v1alpha2.
+pub(crate) fn choose_version(served: &[String]) -> Option<&'static str> {
+    ["v1alpha1", "v1alpha2"]
+        .into_iter()
+        .find(|v| served.iter().any(|s| s == v))
+}
+
+async fn discover_profiles(client: &Client) -> Result<ApiResource> {
+    let group = kube::discovery::group(client, GROUP).await.map_err(|err| {
+        Error::Config(format!(
+            "the ClusterProfile API ({GROUP}) is not served by the hub: {err}"
+        ))
+    })?;
+    let served: Vec<String> = group.versions().map(str::to_string).collect();
+    let version = choose_version(&served).ok_or_else(|| {
+        Error::Config(format!(
+            "{GROUP} serves {served:?}, neither v1alpha1 nor v1alpha2"
+        ))
+    })?;
+    let gvk = GroupVersionKind::gvk(GROUP, version, "ClusterProfile");
+    Ok(ApiResource::from_gvk_with_plural(&gvk, "clusterprofiles"))
+}
+
+/// Run the sink engine until `context.stop` fires (or, in release mode, until every profile of
+/// the served inventories is released).
+pub async fn run<S: Sink>(
+    sink: Arc<S>,
+    options: SinkOptions,
+    sink_metrics: SinkMetrics,
+    context: LeaderContext,
+) -> Result<()> {
+    // A missing CRD is an operator error we wait out with backoff, saying which API is missing.
+    let mut attempt = 0;
+    let profiles = loop {
+        match discover_profiles(&context.client).await {
+            Ok(resource) => break resource,
+            Err(err) => {
+                attempt += 1;
+                let wait = backoff(attempt, Duration::from_secs(60), "discovery");
+                warn!(error = %err, retry_in = ?wait, "cannot start the sink yet");
+                if !sleep_or_stop(wait, &context.stop).await {
+                    return Ok(());
+                }
+            }
+        }
+    };
+    info!(
+        sink = S::NAME,
+        instance = %options.instance,
+        version = %profiles.version,
+        namespaces = ?options.inventory_namespaces,
+        all_namespaces = options.all_namespaces,
+        selector = ?options.profile_selector,
+        "starting the sink engine"
+    );
+    let engine = Arc::new(Engine {
+        sink,
+        finalizer: format!("inventory-bridge.io/{}-cleanup", options.instance),
+        hub: context.client.clone(),
+        applier: context.applier.clone(),
+        events: context.events.clone(),
+        metrics: context.metrics.clone(),
+        sink_metrics,
+        profiles,
+        options,
+        states: Mutex::default(),
+        stores: Mutex::default(),
+        orphans_seen: Mutex::default(),
+    });
+    if engine.options.release_finalizers {
+        context.readiness.mark_synced();
+        return engine.release_all(&context.stop).await;
+    }
+    if let Err(err) = engine.sweep().await {
+        warn!(error = %err, "orphan sweep at start failed; it runs again every resync");
+    }
+
+    let mut controllers = Vec::new();
+    let mut stores = Vec::new();
+    for scope in engine.scopes() {
+        let (store, future) = engine.controller(scope, context.stop.clone());
+        stores.push(store);
+        controllers.push(future);
+    }
+    if let Ok(mut all) = engine.stores.lock() {
+        *all = stores.clone();
+    }
+    let readiness = context.readiness.clone();
+    let ready_stores = stores.clone();
+    tokio::spawn(async move {
+        for store in ready_stores {
+            if store.wait_until_ready().await.is_err() {
+                return;
+            }
+        }
+        readiness.mark_synced();
+    });
+    let periodic = tokio::spawn(engine.clone().periodic(context.stop.clone()));
+    futures::future::join_all(controllers).await;
+    periodic.abort();
+    Ok(())
+}
+
+impl<S: Sink> Engine<S> {
+    /// The watch scopes: each served inventory, or everything.
+    fn scopes(&self) -> Vec<Option<String>> {
+        if self.options.all_namespaces || self.options.inventory_namespaces.is_empty() {
+            vec![None]
+        } else {
+            self.options
+                .inventory_namespaces
+                .iter()
+                .cloned()
+                .map(Some)
+                .collect()
+        }
+    }
+
+    /// Selector of every hub object this instance writes.
+    fn instance_selector(&self) -> String {
+        format!("{LABEL_INSTANCE}={}", self.options.instance)
+    }
+
+    fn controller(
+        self: &Arc<Self>,
+        scope: Option<String>,
+        stop: tokio_util::sync::CancellationToken,
+    ) -> (
+        Store<DynamicObject>,
+        futures::future::BoxFuture<'static, ()>,
+    ) {
+        let resource = self.profiles.clone();
+        let api: Api<DynamicObject> = match &scope {
+            Some(ns) => Api::namespaced_with(self.hub.clone(), ns, &resource),
+            None => Api::all_with(self.hub.clone(), &resource),
+        };
+        let mut config = watcher::Config::default().any_semantic();
+        if let Some(selector) = &self.options.profile_selector {
+            config = config.labels(selector);
+        }
+        // Our own credential Secrets, by label (never all Secrets): a deleted or edited Secret is
+        // put back at once instead of at the next renewal.
+        let secrets: Api<Secret> = match (&self.options.target_namespace, &scope) {
+            (Some(target), _) => Api::namespaced(self.hub.clone(), target),
+            (None, Some(ns)) => Api::namespaced(self.hub.clone(), ns),
+            (None, None) => Api::all(self.hub.clone()),
+        };
+        let secret_config = watcher::Config::default().labels(&self.instance_selector());
+        let mapper_resource = resource.clone();
+        let mapper_scope = scope.clone();
+        let controller = Controller::new_with(api, config, resource)
+            .watches(secrets, secret_config, move |secret: Secret| {
+                let profile = secret
+                    .annotations()
+                    .get(ANNOTATION_PROFILE)
+                    .and_then(|p| p.split_once('/'))
+                    .map(|(ns, name)| (ns.to_string(), name.to_string()));
+                profile
+                    .filter(|(ns, _)| mapper_scope.as_ref().is_none_or(|s| s == ns))
+                    .map(|(ns, name)| {
+                        ObjectRef::new_with(&name, mapper_resource.clone()).within(&ns)
+                    })
+            })
+            .with_config(
+                controller::Config::default()
+                    .concurrency(self.options.concurrency)
+                    .debounce(Duration::from_millis(300)),
+            )
+            .graceful_shutdown_on(async move { stop.cancelled().await });
+        let store = controller.store();
+        let ctx = Arc::new(Ctx {
+            engine: self.clone(),
+            store: store.clone(),
+        });
+        let future = controller
+            .run(reconcile::<S>, error_policy::<S>, ctx)
+            .for_each(|result| async move {
+                if let Err(err) = result {
+                    // Watch errors heal themselves (the watcher relists); just say so.
+                    debug!(error = %err, "controller event");
+                }
+            })
+            .boxed();
+        (store, future)
+    }
+
+    /// The namespaces holding the hub objects of profiles of `profile_namespace`.
+    fn hub_namespace(&self, profile_namespace: &str) -> String {
+        self.options
+            .target_namespace
+            .clone()
+            .unwrap_or_else(|| profile_namespace.to_string())
+    }
+
+    fn resolver(&self) -> Resolver<'_> {
+        Resolver {
+            hub: &self.hub,
+            providers: &self.options.providers,
+            credentials_namespace: self.options.credentials_namespace.as_deref(),
+            extra_secret_namespaces: &self.options.extra_secret_namespaces,
+            exec_timeout: self.options.exec_timeout,
+        }
+    }
+
+    fn with_state<T>(&self, key: &Key, f: impl FnOnce(&mut ProfileState) -> T) -> Option<T> {
+        self.states
+            .lock()
+            .ok()
+            .map(|mut states| f(states.entry(key.clone()).or_default()))
+    }
+
+    fn forget(&self, key: &Key) {
+        if let Ok(mut states) = self.states.lock() {
+            states.remove(key);
+        }
+    }
+
+    /// Count a failure of `key` and return the backoff before its next try.
+    fn next_backoff(&self, key: &Key, seed: &str) -> Duration {
+        let failures = self
+            .with_state(key, |s| {
+                s.failures = s.failures.saturating_add(1).min(30);
+                s.failures
+            })
+            .unwrap_or(1);
+        backoff(failures, self.options.max_backoff, seed)
+    }
+
+    /// Report a failure unless the same one was reported last for this profile.
+    async fn report(&self, object: &ObjectReference, key: &Key, failure: &Failure, action: &str) {
+        let category = static_category(failure.category);
+        self.metrics.count_problem(category);
+        let fresh = self
+            .with_state(key, |state| {
+                let entry = (failure.category.to_string(), failure.message.clone());
+                let fresh = state.reported.as_ref() != Some(&entry);
+                state.reported = Some(entry);
+                fresh
+            })
+            .unwrap_or(true);
+        if fresh {
+            warn!(profile = %format!("{}/{}", key.0, key.1), category, message = %failure.message, "{action} failed");
+            self.events
+                .warn(object, reason(category), action, &failure.message)
+                .await;
+        } else {
+            debug!(profile = %format!("{}/{}", key.0, key.1), category, "problem persists");
+        }
+    }
+
+    /// Our objects of one profile, of every hub kind (a kind whose API is missing has none).
+    async fn list_hub_objects(
+        &self,
+        profile_namespace: &str,
+        uid: &str,
+    ) -> Result<Vec<(ApiResource, DynamicObject)>, Failure> {
+        let selector = format!("{},{LABEL_PROFILE_UID}={uid}", self.instance_selector());
+        let namespace = self.hub_namespace(profile_namespace);
+        let mut found = Vec::new();
+        for resource in S::hub_kinds() {
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.hub.clone(), &namespace, &resource);
+            match api.list(&ListParams::default().labels(&selector)).await {
+                Ok(list) => found.extend(list.items.into_iter().map(|o| (resource.clone(), o))),
+                // The kind is not served (its CRD is gone): nothing of it to find or delete.
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(err) => {
+                    return Err(Failure::new(
+                        "hub-write",
+                        format!("cannot list {}: {err}", resource.kind),
+                    ));
+                }
+            }
+        }
+        Ok(found)
+    }
+
+    /// The records of one profile's published Secrets (none when it has none).
+    async fn records_of(
+        &self,
+        profile_namespace: &str,
+        uid: &str,
+    ) -> Result<Vec<(Secret, Record)>, Failure> {
+        let selector = format!("{},{LABEL_PROFILE_UID}={uid}", self.instance_selector());
+        let api: Api<Secret> =
+            Api::namespaced(self.hub.clone(), &self.hub_namespace(profile_namespace));
+        let list = api
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|err| Failure::new("hub-write", format!("cannot list our Secrets: {err}")))?;
+        Ok(list
+            .items
+            .into_iter()
+            .filter_map(|secret| {
+                let record = secret
+                    .annotations()
+                    .get(super::ANNOTATION_REGISTRATION)
+                    .and_then(|text| Record::from_annotation(text))
+                    .filter(|r| r.profile_uid == uid)?;
+                Some((secret, record))
+            })
+            .collect())
+    }
+
+    async fn delete_hub_objects(&self, profile_namespace: &str, uid: &str) -> Result<(), Failure> {
+        for (resource, object) in self.list_hub_objects(profile_namespace, uid).await? {
+            delete_dynamic(&self.hub, &resource, &object)
+                .await
+                .map_err(|err| Failure::new("hub-write", err))?;
+        }
+        Ok(())
+    }
+}
+
+async fn reconcile<S: Sink>(
+    object: Arc<DynamicObject>,
+    ctx: Arc<Ctx<S>>,
+) -> std::result::Result<Action, Failure> {
+    let engine = &ctx.engine;
+    let started = Instant::now();
+    let key = key_of(&object);
+    let deleting = object.metadata.deletion_timestamp.is_some();
+    let result = if deleting {
+        engine.cleanup(&object).await
+    } else {
+        engine.register(&object, &ctx.store).await
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    match result {
+        Ok(action) => {
+            engine.metrics.observe_reconcile(Ok(()), seconds);
+            Ok(action)
+        }
+        Err(failure) => {
+            engine
+                .metrics
+                .observe_reconcile(Err(core_category(failure.category)), seconds);
+            let action = if deleting { "Cleanup" } else { "Register" };
+            engine
+                .report(
+                    &object_ref(&object, &engine.profiles),
+                    &key,
+                    &failure,
+                    action,
+                )
+                .await;
+            if !deleting {
+                engine.with_state(&key, |s| s.phase = Phase::Failing);
+            }
+            Ok(match failure.retry {
+                Retry::Backoff => {
+                    Action::requeue(engine.next_backoff(&key, &object.uid().unwrap_or_default()))
+                }
+                Retry::OnChange => Action::await_change(),
+            })
+        }
+    }
+}
+
+/// The shared core category of a sink failure, for `inventory_bridge_reconciles_total`.
+fn core_category(category: &str) -> crate::error::Category {
+    use crate::error::Category;
+    match category {
+        "member-unreachable" | "mint-failed" | "hub-write" | "revoke-failed" => Category::KubeApi,
+        "member-refused" => Category::Forbidden,
+        "name-conflict" | "name-collision" => Category::Conflict,
+        "provider-config" => Category::Config,
+        _ => Category::InvalidInput,
+    }
+}
+
+fn error_policy<S: Sink>(_: Arc<DynamicObject>, _: &Failure, _: Arc<Ctx<S>>) -> Action {
+    // reconcile reports and schedules its own retries; this is only a safety net.
+    Action::requeue(Duration::from_secs(30))
+}
+
+fn key_of(object: &DynamicObject) -> Key {
+    (object.namespace().unwrap_or_default(), object.name_any())
+}
+
+fn object_ref(object: &DynamicObject, resource: &ApiResource) -> ObjectReference {
+    object.object_ref(resource)
+}
+
+fn parse_profile(object: &DynamicObject) -> Result<ClusterProfile, Failure> {
+    let value = serde_json::to_value(object).map_err(|err| {
+        Failure::new("invalid-profile", format!("cannot read the profile: {err}"))
+    })?;
+    serde_json::from_value(value).map_err(|err| {
+        Failure::new(
+            "invalid-profile",
+            format!("the profile does not match the ClusterProfile schema: {err}"),
+        )
+        .on_change()
+    })
+}
+
+async fn member_client(
+    endpoint: &Endpoint,
+    credential: &kubeconfig::Credential,
+    timeout: Duration,
+) -> Result<Client, Failure> {
+    let config = kubeconfig::client_config(endpoint, credential, timeout)
+        .await
+        .map_err(|err| Failure::new("provider-config", err.to_string()))?;
+    Client::try_from(config)
+        .map_err(|err| Failure::new("provider-config", format!("member client: {err}")))
+}
+
+/// A client from the very kubeconfig we publish, so verification checks what consumers get.
+async fn client_from_kubeconfig(
+    kubeconfig: &crate::sensitive::Sensitive,
+    timeout: Duration,
+) -> std::result::Result<Client, String> {
+    let parsed = kube::config::Kubeconfig::from_yaml(kubeconfig.expose())
+        .map_err(|_| "the minted kubeconfig does not parse".to_string())?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(parsed, &kube::config::KubeConfigOptions::default())
+            .await
+            .map_err(|err| format!("the minted kubeconfig is unusable: {err}"))?;
+    config.connect_timeout = Some(timeout);
+    config.read_timeout = Some(timeout);
+    Client::try_from(config).map_err(|err| format!("the minted kubeconfig is unusable: {err}"))
+}
+
+async fn delete_dynamic(
+    hub: &Client,
+    resource: &ApiResource,
+    object: &DynamicObject,
+) -> std::result::Result<(), String> {
+    let namespace = object.namespace().unwrap_or_default();
+    let api: Api<DynamicObject> = Api::namespaced_with(hub.clone(), &namespace, resource);
+    match api
+        .delete(&object.name_any(), &DeleteParams::default())
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(format!(
+            "cannot delete {} {namespace}/{}: {err}",
+            resource.kind,
+            object.name_any()
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn v1alpha1_is_read_where_served_else_v1alpha2() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            choose_version(&s(&["v1alpha2", "v1alpha1"])),
+            Some("v1alpha1")
+        );
+        assert_eq!(choose_version(&s(&["v1alpha2"])), Some("v1alpha2"));
+        assert_eq!(choose_version(&s(&["v1beta1"])), None);
+    }
+
+    #[test]
+    fn every_category_has_a_reason_and_stays_bounded() {
+        for (category, _) in CATEGORIES {
+            assert_eq!(static_category(category), category);
+            if category != "other" {
+                assert_ne!(reason(category), "SinkProblem", "{category}");
+            }
+        }
+        // Every category the access and member layers produce is known here.
+        for category in [
+            "untrusted-manager",
+            "secret-not-allowed",
+            "endpoint-mismatch",
+            "name-conflict",
+        ] {
+            assert_eq!(static_category(category), category);
+        }
+        assert_eq!(static_category("made-up: with a name"), "other");
+    }
+}

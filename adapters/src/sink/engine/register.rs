@@ -1,0 +1,403 @@
+//! Registering a profile: trust, duplicates, finalizer, credential, render, apply.
+
+use std::time::Duration;
+
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::Store;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use tracing::info;
+
+use super::rotate::Fresh;
+use super::{
+    Engine, Failure, Key, Phase, Registration, object_ref, parse_profile, static_category,
+};
+use crate::access;
+use crate::profile::LABEL_INVENTORY_MEMBER_ID;
+use crate::sink::duplicates::{self, Candidate, Verdict};
+use crate::sink::{
+    ANNOTATION_PROFILE, ANNOTATION_REGISTRATION, ANNOTATION_TOKEN_EXPIRES_AT,
+    ANNOTATION_TOKEN_RENEW_AFTER, DesiredObject, LABEL_INSTANCE, LABEL_PROFILE_NAMESPACE,
+    LABEL_PROFILE_UID, LABEL_SINK, Sink, SinkConfig,
+};
+
+impl<S: Sink> Engine<S> {
+    pub(super) async fn register(
+        &self,
+        object: &DynamicObject,
+        store: &Store<DynamicObject>,
+    ) -> Result<Action, Failure> {
+        let key = super::key_of(object);
+        let uid = object.uid().unwrap_or_default();
+        let profile = parse_profile(object)?;
+
+        // Trust first: a profile no provider entry trusts is never served, and never competes
+        // for a member id either.
+        let (request, advertised) = match access::choose(&self.options.providers, &profile) {
+            Ok(chosen) => chosen,
+            Err(err) => {
+                let failure = Failure::new(err.category(), err.to_string()).on_change();
+                self.withdraw(object, &key, &uid).await?;
+                return Err(failure);
+            }
+        };
+
+        match duplicates::verdict(&candidate(object), &self.trusted_peers(object, store)) {
+            Verdict::Register => {}
+            verdict => return self.suppress(object, &key, &uid, verdict).await,
+        }
+
+        self.ensure_finalizer(object).await?;
+        let (registration, fresh, previous) =
+            self.credential(&key, &uid, &request, &advertised).await?;
+        let config = SinkConfig {
+            namespace: self.hub_namespace(&key.0),
+        };
+        let rendered = self
+            .sink
+            .render(&profile, &registration.credential, &config)
+            .map_err(|p| Failure::new(static_category(p.category), p.message))?;
+        for warning in &rendered.warnings {
+            let new = self
+                .with_state(&key, |s| {
+                    s.reported_warnings.insert(warning.message.clone())
+                })
+                .unwrap_or(true);
+            if new {
+                self.metrics
+                    .count_problem(static_category(warning.category));
+                self.events
+                    .warn(
+                        &object_ref(object, &self.profiles),
+                        super::reason(warning.category),
+                        "Render",
+                        &warning.message,
+                    )
+                    .await;
+            }
+        }
+        self.apply_objects(&key, &uid, &registration, rendered.objects)
+            .await?;
+        let was_failing = self
+            .with_state(&key, |s| {
+                let was = s.reported.take().is_some();
+                s.phase = Phase::Registered;
+                s.failures = 0;
+                s.registration = Some(registration.clone());
+                was
+            })
+            .unwrap_or(false);
+        if matches!(fresh, Fresh::Minted { .. }) || was_failing {
+            let (reason, note) = match fresh {
+                Fresh::Minted { rotation: true } => ("Rotated", "published a renewed member token"),
+                _ => ("Registered", "registered with a minted member identity"),
+            };
+            self.events
+                .normal(
+                    &object_ref(object, &self.profiles),
+                    reason,
+                    "Register",
+                    note,
+                )
+                .await;
+        }
+        // The identity this profile used before (another member, another account) is retired
+        // once the new one is published; until that succeeds it is retried on every pass.
+        if let Some(previous) = previous
+            && !previous.same_member_identity(&registration.record)
+        {
+            self.with_state(&key, |s| s.retired.push(previous));
+        }
+        self.retry_retired(object, &key, &uid).await;
+
+        let until = registration
+            .renew_at
+            .min(registration.next_verify)
+            .duration_since(Timestamp::now())
+            .as_secs_f64()
+            .max(1.0);
+        Ok(Action::requeue(
+            Duration::from_secs_f64(until).min(self.options.resync),
+        ))
+    }
+
+    /// Other trusted, live profiles of the same inventory sharing this profile's member id: the
+    /// only ones that may win a duplicate contest against it.
+    fn trusted_peers(
+        &self,
+        object: &DynamicObject,
+        store: &Store<DynamicObject>,
+    ) -> Vec<Candidate> {
+        let Some(id) = object
+            .labels()
+            .get(LABEL_INVENTORY_MEMBER_ID)
+            .filter(|id| !id.is_empty())
+        else {
+            return Vec::new();
+        };
+        let namespace = object.namespace();
+        store
+            .state()
+            .iter()
+            .filter(|o| o.metadata.deletion_timestamp.is_none())
+            .filter(|o| {
+                o.namespace() == namespace && o.labels().get(LABEL_INVENTORY_MEMBER_ID) == Some(id)
+            })
+            .filter(|o| {
+                parse_profile(o)
+                    .ok()
+                    .is_some_and(|p| access::choose(&self.options.providers, &p).is_ok())
+            })
+            .map(|o| candidate(o))
+            .collect()
+    }
+
+    /// Add our finalizer (server-side apply of just that list entry) if it is missing.
+    async fn ensure_finalizer(&self, object: &DynamicObject) -> Result<(), Failure> {
+        if object.finalizers().contains(&self.finalizer) {
+            return Ok(());
+        }
+        self.apply_finalizer(object, true).await
+    }
+
+    pub(super) async fn apply_finalizer(
+        &self,
+        object: &DynamicObject,
+        present: bool,
+    ) -> Result<(), Failure> {
+        let (ns, name) = super::key_of(object);
+        let api: Api<DynamicObject> = Api::namespaced_with(self.hub.clone(), &ns, &self.profiles);
+        let mut patch = json!({
+            "apiVersion": self.profiles.api_version,
+            "kind": self.profiles.kind,
+            "metadata": { "name": name, "namespace": ns },
+        });
+        if present {
+            patch["metadata"]["finalizers"] = json!([self.finalizer]);
+        }
+        // Applying without the entry drops our ownership of it, which removes it; other
+        // finalizers belong to other managers and stay.
+        match api
+            .patch(
+                &name,
+                &PatchParams::apply(&self.options.instance),
+                &Patch::Apply(&patch),
+            )
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(kube::Error::Api(status)) if status.code == 404 && !present => Ok(()),
+            Err(err) => Err(Failure::new(
+                "hub-write",
+                format!("cannot update the profile's finalizer: {err}"),
+            )),
+        }
+    }
+
+    async fn apply_objects(
+        &self,
+        key: &Key,
+        uid: &str,
+        registration: &Registration,
+        objects: Vec<DesiredObject>,
+    ) -> Result<(), Failure> {
+        let record = &registration.record;
+        let mut planned = Vec::new();
+        for desired in objects {
+            let mut value = desired.object;
+            let name = value
+                .pointer("/metadata/name")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_string();
+            let namespace = value
+                .pointer("/metadata/namespace")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| self.hub_namespace(&key.0));
+            if name.is_empty() {
+                return Err(Failure::new("render", "a rendered object has no name"));
+            }
+            let metadata = &mut value["metadata"];
+            metadata["namespace"] = json!(namespace);
+            metadata["labels"][LABEL_SINK] = json!(S::NAME);
+            metadata["labels"][LABEL_INSTANCE] = json!(self.options.instance);
+            metadata["labels"][LABEL_PROFILE_UID] = json!(uid);
+            metadata["labels"][LABEL_PROFILE_NAMESPACE] = json!(key.0);
+            metadata["annotations"][ANNOTATION_PROFILE] = json!(format!("{}/{}", key.0, key.1));
+            if desired.resource.kind == "Secret" && desired.resource.group.is_empty() {
+                metadata["annotations"][ANNOTATION_TOKEN_EXPIRES_AT] = json!(record.expires_at);
+                metadata["annotations"][ANNOTATION_TOKEN_RENEW_AFTER] = json!(record.renew_after);
+                metadata["annotations"][ANNOTATION_REGISTRATION] = json!(record.to_annotation());
+            }
+            let api: Api<DynamicObject> =
+                Api::namespaced_with(self.hub.clone(), &namespace, &desired.resource);
+            let current = api.get_opt(&name).await.map_err(|err| {
+                Failure::new(
+                    "hub-write",
+                    format!(
+                        "cannot read {} {namespace}/{name}: {err}",
+                        desired.resource.kind
+                    ),
+                )
+            })?;
+            if let Some(current) = &current {
+                let labels = current.labels();
+                let ours = labels.get(LABEL_INSTANCE) == Some(&self.options.instance);
+                let same = labels.get(LABEL_PROFILE_UID).map(String::as_str) == Some(uid);
+                if !(ours && same) {
+                    let owner = current
+                        .annotations()
+                        .get(ANNOTATION_PROFILE)
+                        .filter(|_| ours)
+                        .map(|p| format!("profile {p}"))
+                        .unwrap_or_else(|| "something else".to_string());
+                    return Err(Failure::new(
+                        "name-conflict",
+                        format!(
+                            "{} {namespace}/{name} already exists and belongs to {owner}; not overwriting it",
+                            desired.resource.kind
+                        ),
+                    ));
+                }
+            }
+            let object: DynamicObject = serde_json::from_value(value)
+                .map_err(|err| Failure::new("render", format!("rendered object: {err}")))?;
+            planned.push((api, object, current));
+        }
+        // Everything checked first, so a conflict never leaves half of the objects written.
+        for (api, object, current) in planned {
+            let outcome = self
+                .applier
+                .apply(&api, &object, current.as_ref(), true)
+                .await
+                .map_err(|err| {
+                    Failure::new(
+                        "hub-write",
+                        format!("cannot apply {}: {err}", object.name_any()),
+                    )
+                })?;
+            self.metrics.count_apply(outcome);
+        }
+        Ok(())
+    }
+
+    /// A duplicate or ambiguous profile: say so once, and withdraw anything registered for it.
+    async fn suppress(
+        &self,
+        object: &DynamicObject,
+        key: &Key,
+        uid: &str,
+        verdict: Verdict,
+    ) -> Result<Action, Failure> {
+        let failure = match verdict {
+            Verdict::Duplicate { winner } => Failure::new(
+                "duplicate",
+                format!(
+                    "another profile, {winner}, represents the same member (same {LABEL_INVENTORY_MEMBER_ID}) and is older; this one is not registered"
+                ),
+            ),
+            Verdict::Ambiguous { tied } => Failure::new(
+                "ambiguous",
+                format!(
+                    "profiles {tied:?} share {LABEL_INVENTORY_MEMBER_ID} and the same creation time; none is registered"
+                ),
+            ),
+            Verdict::Register => return Ok(Action::await_change()),
+        };
+        self.report(
+            &object_ref(object, &self.profiles),
+            key,
+            &failure,
+            "Register",
+        )
+        .await;
+        self.withdraw(object, key, uid).await?;
+        self.with_state(key, |s| s.phase = Phase::Suppressed);
+        // Re-evaluated regularly: when the winner goes away, this one may take its place.
+        Ok(Action::requeue(Duration::from_secs(30)))
+    }
+
+    /// Take back whatever this profile had registered: retire its identity (reference-counted),
+    /// delete its hub objects, drop our finalizer. Used when a profile stops being served while
+    /// it lives (duplicate, untrusted).
+    pub(super) async fn withdraw(
+        &self,
+        object: &DynamicObject,
+        key: &Key,
+        uid: &str,
+    ) -> Result<(), Failure> {
+        let registration = self
+            .with_state(key, |s| {
+                s.phase = Phase::Pending;
+                s.registration.take()
+            })
+            .flatten();
+        let holds_finalizer = object.finalizers().contains(&self.finalizer);
+        if registration.is_none() && !holds_finalizer {
+            return Ok(());
+        }
+        let mut records: Vec<_> = registration.map(|r| r.record).into_iter().collect();
+        records.extend(
+            self.records_of(&key.0, uid)
+                .await?
+                .into_iter()
+                .map(|(_, r)| r),
+        );
+        for record in dedup(records) {
+            if let Err(failure) = self.retire(&record, uid).await {
+                self.with_state(key, |s| s.retired.push(record));
+                self.report(&object_ref(object, &self.profiles), key, &failure, "Revoke")
+                    .await;
+            }
+        }
+        self.delete_hub_objects(&key.0, uid).await?;
+        if holds_finalizer {
+            self.apply_finalizer(object, false).await?;
+        }
+        info!(profile = %format!("{}/{}", key.0, key.1), "registration withdrawn");
+        Ok(())
+    }
+}
+
+/// Records naming distinct member identities (one per identity).
+pub(super) fn dedup(records: Vec<crate::sink::record::Record>) -> Vec<crate::sink::record::Record> {
+    let mut unique: Vec<crate::sink::record::Record> = Vec::new();
+    for record in records {
+        if !unique.iter().any(|r| r.same_member_identity(&record)) {
+            unique.push(record);
+        }
+    }
+    unique
+}
+
+fn candidate(object: &DynamicObject) -> Candidate {
+    Candidate {
+        namespace: object.namespace().unwrap_or_default(),
+        name: object.name_any(),
+        member_id: object.labels().get(LABEL_INVENTORY_MEMBER_ID).cloned(),
+        created: object.metadata.creation_timestamp.as_ref().map(|t| t.0),
+    }
+}
+
+impl<S: Sink> Engine<S> {
+    pub(super) fn duplicate_groups(&self) -> duplicates::GroupCounts {
+        let stores = self.stores.lock().map(|s| s.clone()).unwrap_or_default();
+        let candidates: Vec<Candidate> = stores
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|o| o.metadata.deletion_timestamp.is_none())
+            .map(|o| candidate(&o))
+            .collect();
+        duplicates::count_groups(&candidates)
+    }
+
+    pub(super) fn object_reference(
+        &self,
+        object: &DynamicObject,
+    ) -> k8s_openapi::api::core::v1::ObjectReference {
+        object.object_ref(&self.profiles)
+    }
+}
