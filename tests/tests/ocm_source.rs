@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use adapters::member::MemberIdentity;
 use adapters::profile::{
     CONDITION_CONTROL_PLANE_HEALTHY, CONDITION_JOINED, ClusterManager, ClusterProfile,
     ClusterProfileSpec, LABEL_CLUSTER_MANAGER, LABEL_CLUSTER_SET, LABEL_INVENTORY_MEMBER_ID,
@@ -283,6 +284,21 @@ async fn play_managed_serviceaccount_agent(
             &Secret {
                 metadata: ObjectMeta {
                     name: Some(name.into()),
+                    // As the addon writes it: marked, and owned by its ManagedServiceAccount.
+                    labels: Some(BTreeMap::from([(
+                        "authentication.open-cluster-management.io/is-managed-serviceaccount"
+                            .to_string(),
+                        "true".to_string(),
+                    )])),
+                    owner_references: Some(vec![
+                        k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference {
+                            api_version: "authentication.open-cluster-management.io/v1beta1".into(),
+                            kind: "ManagedServiceAccount".into(),
+                            name: name.into(),
+                            uid: msa.uid().unwrap_or_default(),
+                            ..Default::default()
+                        },
+                    ]),
                     ..ObjectMeta::default()
                 },
                 string_data: Some(BTreeMap::from([
@@ -303,13 +319,34 @@ async fn play_managed_serviceaccount_agent(
     .unwrap();
 }
 
+/// One object a played agent put on the spoke.
+#[derive(Clone, Debug, PartialEq)]
+struct Applied {
+    resource: ApiResource,
+    namespace: Option<String>,
+    name: String,
+}
+
+fn spoke_api(client: &Client, applied: &Applied) -> Api<DynamicObject> {
+    match &applied.namespace {
+        Some(ns) => Api::namespaced_with(client.clone(), ns, &applied.resource),
+        None => Api::all_with(client.clone(), &applied.resource),
+    }
+}
+
 /// OCM's work agent: applies each manifest of a ManifestWork to the spoke (with its own, admin,
-/// identity there).
-async fn play_work_agent(hub: &Client, spoke: &ControlPlane, cluster: &str, work: &str) {
+/// identity there). Returns what it applied, to clean up as the agent does on deletion.
+async fn play_work_agent(
+    hub: &Client,
+    spoke: &ControlPlane,
+    cluster: &str,
+    work: &str,
+) -> Vec<Applied> {
     let works: Api<DynamicObject> =
         Api::namespaced_with(hub.clone(), cluster, &manifest_work_resource());
     let work = works.get(work).await.unwrap();
     let spoke_client = spoke.client().await.unwrap();
+    let mut applied = Vec::new();
     for manifest in work.data["spec"]["workload"]["manifests"]
         .as_array()
         .unwrap()
@@ -322,16 +359,82 @@ async fn play_work_agent(hub: &Client, spoke: &ControlPlane, cluster: &str, work
             ),
         };
         let kind = manifest["kind"].as_str().unwrap();
-        let resource =
-            ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(&group, &version, kind));
-        let api: Api<DynamicObject> = Api::all_with(spoke_client.clone(), &resource);
-        api.patch(
-            manifest["metadata"]["name"].as_str().unwrap(),
-            &PatchParams::apply("work-agent").force(),
-            &Patch::Apply(manifest),
-        )
-        .await
-        .unwrap();
+        let item = Applied {
+            resource: ApiResource::from_gvk(&kube::core::GroupVersionKind::gvk(
+                &group, &version, kind,
+            )),
+            namespace: manifest["metadata"]["namespace"]
+                .as_str()
+                .map(str::to_string),
+            name: manifest["metadata"]["name"].as_str().unwrap().to_string(),
+        };
+        spoke_api(&spoke_client, &item)
+            .patch(
+                &item.name,
+                &PatchParams::apply("work-agent").force(),
+                &Patch::Apply(manifest),
+            )
+            .await
+            .unwrap();
+        applied.push(item);
+    }
+    applied
+}
+
+/// OCM's work agent when its ManifestWork is deleted: it removes what it applied, except what
+/// the work's `deleteOption` orphans (`SelectivelyOrphan` rules by resource and name).
+async fn play_work_agent_deletion(
+    spoke: &ControlPlane,
+    applied: &[Applied],
+    orphaning_rules: &Value,
+) {
+    let spoke_client = spoke.client().await.unwrap();
+    let orphaned = |item: &Applied| {
+        orphaning_rules.as_array().is_some_and(|rules| {
+            rules.iter().any(|rule| {
+                rule["resource"].as_str() == Some(item.resource.plural.as_str())
+                    && rule["name"].as_str() == Some(item.name.as_str())
+            })
+        })
+    };
+    for item in applied.iter().filter(|item| !orphaned(item)) {
+        match spoke_api(&spoke_client, item)
+            .delete(&item.name, &DeleteParams::default())
+            .await
+        {
+            Ok(_) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => panic!("work agent cleanup of {}: {err}", item.name),
+        }
+    }
+}
+
+/// OCM's managed-serviceaccount agent when its ManagedServiceAccount is deleted: it deletes the
+/// spoke ServiceAccount; the hub token Secret (owned by the ManagedServiceAccount) goes with it, as
+/// the hub's garbage collector would remove it (the test hub runs no garbage collector).
+async fn play_managed_serviceaccount_agent_deletion(
+    hub: &Client,
+    spoke: &ControlPlane,
+    cluster: &str,
+    name: &str,
+    spoke_namespace: &str,
+) {
+    let spoke_client = spoke.client().await.unwrap();
+    for result in [
+        Api::<ServiceAccount>::namespaced(spoke_client, spoke_namespace)
+            .delete(name, &DeleteParams::default())
+            .await
+            .map(|_| ()),
+        Api::<Secret>::namespaced(hub.clone(), cluster)
+            .delete(name, &DeleteParams::default())
+            .await
+            .map(|_| ()),
+    ] {
+        match result {
+            Ok(()) => {}
+            Err(kube::Error::Api(status)) if status.code == 404 => {}
+            Err(err) => panic!("managed-serviceaccount agent cleanup: {err}"),
+        }
     }
 }
 
@@ -1111,6 +1214,11 @@ async fn clusterset_bindings_decide_the_inventories() {
 /// playing the agents, the token from the ManagedServiceAccount Secret named by the profile can
 /// create a ServiceAccount and mint a TokenRequest on the member, and nothing more (no Secrets,
 /// no other ServiceAccounts, no other roles); deleting the cluster removes both companions.
+/// The bootstrap grant, tried as its holder would: the ManifestWork provisions the sink identity
+/// exactly as configured; the bootstrap token can read it, mint tokens for it and revoke it — and
+/// nothing else: no role change, no binding to anyone, no new role, no Secret. Removing the cluster
+/// keeps the grant until its profile is gone, then the played agents (honouring deletion as OCM's
+/// do) leave the spoke clean, shared namespace orphaned.
 #[tokio::test]
 async fn bootstrap_credentials_end_to_end() {
     let fleet = shared_fleet().await.unwrap();
@@ -1135,14 +1243,17 @@ async fn bootstrap_credentials_end_to_end() {
     namespace(&client, &inventory).await;
     let clusters: Api<ManagedCluster> = Api::all(client.clone());
     let profiles: Api<ClusterProfile> = Api::namespaced(client.clone(), &inventory);
-    let sink_identity = format!("{p}-sink");
-    let sink_namespace = format!("{p}-sink-ns");
+    let identity = MemberIdentity::new(
+        &format!("{p}-sink"),
+        &format!("{p}-sink-ns"),
+        &format!("{p}-sink-sa"),
+        adapters::member::defaults::sveltos_rules(),
+    );
     let bootstrap = Bootstrap {
         service_account: format!("{p}-bootstrap"),
         spoke_namespace: "open-cluster-management-agent-addon".into(),
         validity: Duration::from_secs(3600),
-        member_identities: vec![sink_identity.clone()],
-        member_namespaces: vec![sink_namespace.clone()],
+        identities: vec![identity.clone()],
     };
     bootstrap.validate().unwrap();
     let config = Config {
@@ -1212,16 +1323,18 @@ async fn bootstrap_credentials_end_to_end() {
         Some("ocm-source")
     );
     let work_name = bootstrap.grant_name();
-    wait_for(WAIT, "ManifestWork created", || {
+    let work = wait_for(WAIT, "ManifestWork created", || {
         let works = works.clone();
         let name = work_name.clone();
         async move { Ok(works.get_opt(&name).await?) }
     })
     .await
     .unwrap();
+    let orphaning =
+        work.data["spec"]["deleteOption"]["selectivelyOrphans"]["orphaningRules"].clone();
 
     // Play the agents.
-    play_work_agent(&client, member, &cluster, &work_name).await;
+    let applied = play_work_agent(&client, member, &cluster, &work_name).await;
     play_managed_serviceaccount_agent(
         &client,
         member,
@@ -1230,6 +1343,24 @@ async fn bootstrap_credentials_end_to_end() {
         &bootstrap.spoke_namespace,
     )
     .await;
+
+    // The work provisioned the sink identity exactly as configured, with the instance's mark.
+    let admin = member.client().await.unwrap();
+    let account = Api::<ServiceAccount>::namespaced(admin.clone(), &identity.namespace)
+        .get(&identity.service_account)
+        .await
+        .unwrap();
+    assert!(identity.is_marked(account.metadata.labels.as_ref()));
+    let role = Api::<ClusterRole>::all(admin.clone())
+        .get(&identity.cluster_role)
+        .await
+        .unwrap();
+    assert_eq!(role.rules.unwrap(), identity.rules);
+    let binding = Api::<ClusterRoleBinding>::all(admin.clone())
+        .get(&identity.cluster_role_binding)
+        .await
+        .unwrap();
+    assert_eq!(binding.role_ref.name, identity.cluster_role);
 
     // A sink follows the extension to the token, as the token-secret provider does.
     let secrets: Api<Secret> =
@@ -1244,14 +1375,8 @@ async fn bootstrap_credentials_end_to_end() {
             .clone(),
     )
     .unwrap();
-    let admin = member.client().await.unwrap();
-    // The work agent created the sinks' namespace from the ManifestWork.
-    Api::<Namespace>::all(admin.clone())
-        .get(&sink_namespace)
-        .await
-        .expect("the ManifestWork carries the sink namespace");
     let bystander = format!("{p}-bystander");
-    Api::<ServiceAccount>::namespaced(admin.clone(), &sink_namespace)
+    Api::<ServiceAccount>::namespaced(admin.clone(), &identity.namespace)
         .create(
             &PostParams::default(),
             &ServiceAccount {
@@ -1266,80 +1391,123 @@ async fn bootstrap_credentials_end_to_end() {
         .unwrap();
     let bootstrap_client = member.token_client(&token).await.unwrap();
 
-    // What a sink does: ServiceAccount, ClusterRole (with rules the bootstrap identity does not
-    // hold itself), ClusterRoleBinding — all by server-side apply — then a TokenRequest.
-    let accounts: Api<ServiceAccount> = Api::namespaced(bootstrap_client.clone(), &sink_namespace);
-    let ssa = PatchParams::apply("test-sink");
+    // What a sink does with it: read the identity, mint a token, (on removal) revoke it.
+    let accounts: Api<ServiceAccount> =
+        Api::namespaced(bootstrap_client.clone(), &identity.namespace);
     accounts
-        .patch(
-            &sink_identity,
-            &ssa,
-            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": sink_identity, "labels": {"app.kubernetes.io/managed-by": "inventory-bridge"}}})),
-        )
+        .get(&identity.service_account)
         .await
-        .expect("the bootstrap token creates the sink's ServiceAccount");
+        .expect("the bootstrap token reads the sink's ServiceAccount");
     let roles: Api<ClusterRole> = Api::all(bootstrap_client.clone());
     roles
-        .patch(
-            &sink_identity,
-            &ssa,
-            &Patch::Apply(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                "metadata": {"name": sink_identity},
-                "rules": [{"apiGroups": ["*"], "resources": ["*"], "verbs": ["*"]}],
-            })),
-        )
+        .get(&identity.cluster_role)
         .await
-        .expect("the bootstrap token may escalate the sink's own ClusterRole");
+        .expect("the bootstrap token reads the sink's ClusterRole");
     let bindings: Api<ClusterRoleBinding> = Api::all(bootstrap_client.clone());
     bindings
-        .patch(
-            &sink_identity,
-            &ssa,
-            &Patch::Apply(json!({
-                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                "metadata": {"name": sink_identity},
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": sink_identity},
-                "subjects": [{"kind": "ServiceAccount", "name": sink_identity, "namespace": sink_namespace}],
-            })),
-        )
+        .get(&identity.cluster_role_binding)
         .await
-        .expect("the bootstrap token may bind the sink's own ClusterRole");
+        .expect("the bootstrap token reads the sink's binding");
+    Api::<Namespace>::all(bootstrap_client.clone())
+        .get(&identity.namespace)
+        .await
+        .expect("the bootstrap token reads the sink's namespace");
+    let token_request = |ttl: i64| TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: Some(vec![]),
+            expiration_seconds: Some(ttl),
+            ..TokenRequestSpec::default()
+        }),
+        ..TokenRequest::default()
+    };
     let minted = accounts
         .create_token_request(
-            &sink_identity,
+            &identity.service_account,
             &PostParams::default(),
-            &TokenRequest {
-                spec: Some(TokenRequestSpec {
-                    audiences: Some(vec![]),
-                    expiration_seconds: Some(600),
-                    ..TokenRequestSpec::default()
-                }),
-                ..TokenRequest::default()
-            },
+            &token_request(600),
         )
         .await
         .expect("the bootstrap token mints a token for the sink's ServiceAccount");
     let minted = minted.status.unwrap().token.unwrap();
-    assert!(!minted.is_empty());
-    // The minted identity works on the member.
     let minted_client = member.token_client(&minted).await.unwrap();
     Api::<Namespace>::all(minted_client)
-        .get(&sink_namespace)
+        .get("kube-system")
         .await
-        .unwrap();
-
-    // ... and nothing more.
-    let forbidden = |result: Result<_, kube::Error>, what: &str| match result {
-        Err(kube::Error::Api(status)) if status.code == 403 => {}
-        other => panic!("{what} must be forbidden, got {:?}", other.map(|_| ())),
+        .expect("the minted identity has the configured (all-verbs) rules");
+    let dry_run = DeleteParams {
+        dry_run: true,
+        ..DeleteParams::default()
     };
+    accounts
+        .delete(&identity.service_account, &dry_run)
+        .await
+        .expect("the bootstrap token may delete (revoke) the sink's ServiceAccount");
+
+    // ... and nothing more: each escalation path a holder would try is refused.
+    let forbidden = |result: Result<(), kube::Error>, what: &str| match result {
+        Err(kube::Error::Api(status)) if status.code == 403 => {}
+        other => panic!("{what} must be forbidden, got {other:?}"),
+    };
+    let ssa = PatchParams::apply("attacker").force();
     forbidden(
-        Api::<Secret>::namespaced(bootstrap_client.clone(), &sink_namespace)
-            .list(&ListParams::default())
+        bindings
+            .patch(
+                &identity.cluster_role_binding,
+                &ssa,
+                &Patch::Apply(json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                    "metadata": {"name": identity.cluster_role_binding},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": identity.cluster_role},
+                    "subjects": [{"kind": "Group", "name": "system:authenticated", "apiGroup": "rbac.authorization.k8s.io"}],
+                })),
+            )
             .await
             .map(|_| ()),
-        "listing Secrets",
+        "binding the sink role to another subject",
+    );
+    forbidden(
+        bindings
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": format!("{p}-to-admin")},
+                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
+                    "subjects": [{"kind": "ServiceAccount", "name": bootstrap.service_account, "namespace": bootstrap.spoke_namespace}],
+                }))
+                .unwrap(),
+            )
+            .await
+            .map(|_| ()),
+        "binding cluster-admin",
+    );
+    forbidden(
+        roles
+            .patch(
+                &identity.cluster_role,
+                &ssa,
+                &Patch::Apply(json!({
+                    "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                    "metadata": {"name": identity.cluster_role},
+                    "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
+                })),
+            )
+            .await
+            .map(|_| ()),
+        "adding a rule to the sink role",
+    );
+    forbidden(
+        roles
+            .create(
+                &PostParams::default(),
+                &serde_json::from_value(json!({
+                    "metadata": {"name": format!("{p}-other-role")},
+                    "rules": [{"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get"]}],
+                }))
+                .unwrap(),
+            )
+            .await
+            .map(|_| ()),
+        "creating a new ClusterRole",
     );
     forbidden(
         Api::<Secret>::namespaced(bootstrap_client.clone(), "kube-system")
@@ -1349,57 +1517,38 @@ async fn bootstrap_credentials_end_to_end() {
         "reading a Secret",
     );
     forbidden(
+        Api::<Secret>::namespaced(bootstrap_client.clone(), &identity.namespace)
+            .list(&ListParams::default())
+            .await
+            .map(|_| ()),
+        "listing Secrets",
+    );
+    forbidden(
         accounts
-            .create_token_request(
-                &bystander,
+            .create(
                 &PostParams::default(),
-                &TokenRequest {
-                    spec: Some(TokenRequestSpec {
-                        audiences: Some(vec![]),
-                        ..TokenRequestSpec::default()
-                    }),
-                    ..TokenRequest::default()
+                &ServiceAccount {
+                    metadata: ObjectMeta {
+                        name: Some(format!("{p}-new-sa")),
+                        ..ObjectMeta::default()
+                    },
+                    ..ServiceAccount::default()
                 },
             )
+            .await
+            .map(|_| ()),
+        "creating a ServiceAccount",
+    );
+    forbidden(
+        accounts
+            .create_token_request(&bystander, &PostParams::default(), &token_request(600))
             .await
             .map(|_| ()),
         "minting a token for someone else's ServiceAccount",
     );
     forbidden(
-        accounts
-            .delete(&bystander, &DeleteParams::default())
-            .await
-            .map(|_| ()),
+        accounts.delete(&bystander, &dry_run).await.map(|_| ()),
         "deleting someone else's ServiceAccount",
-    );
-    forbidden(
-        roles
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "metadata": {"name": format!("{p}-other-role")},
-                    "rules": [{"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}],
-                }))
-                .unwrap(),
-            )
-            .await
-            .map(|_| ()),
-        "creating another ClusterRole with rules it does not hold",
-    );
-    forbidden(
-        bindings
-            .create(
-                &PostParams::default(),
-                &serde_json::from_value(json!({
-                    "metadata": {"name": format!("{p}-to-admin")},
-                    "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": "cluster-admin"},
-                    "subjects": [{"kind": "ServiceAccount", "name": sink_identity, "namespace": sink_namespace}],
-                }))
-                .unwrap(),
-            )
-            .await
-            .map(|_| ()),
-        "binding cluster-admin",
     );
     forbidden(
         Api::<Namespace>::all(bootstrap_client.clone())
@@ -1408,27 +1557,16 @@ async fn bootstrap_credentials_end_to_end() {
             .map(|_| ()),
         "listing namespaces",
     );
-    // The sink's own namespace may be labelled by apply (what sinks do); no other namespace.
-    let label_namespace = |name: &str| {
-        let namespaces: Api<Namespace> = Api::all(bootstrap_client.clone());
-        let name = name.to_string();
-        async move {
-            namespaces
-                .patch(
-                    &name,
-                    &PatchParams::apply("test-sink").force(),
-                    &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"app.kubernetes.io/managed-by": "inventory-bridge"}}})),
-                )
-                .await
-                .map(|_| ())
-        }
-    };
-    label_namespace(&sink_namespace)
-        .await
-        .expect("the bootstrap token may apply the sink namespace");
     forbidden(
-        label_namespace("kube-system").await,
-        "patching another namespace",
+        Api::<Namespace>::all(bootstrap_client.clone())
+            .patch(
+                &identity.namespace,
+                &ssa,
+                &Patch::Apply(json!({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": identity.namespace, "labels": {"x": "y"}}})),
+            )
+            .await
+            .map(|_| ()),
+        "changing the sink namespace",
     );
 
     // No secret in our Events, or in the profile.
@@ -1439,9 +1577,55 @@ async fn bootstrap_credentials_end_to_end() {
     let profile_json = serde_json::to_string(&profiles.get(&cluster).await.unwrap()).unwrap();
     assert!(!profile_json.contains(&token));
 
-    // Deleting the cluster removes the profile and both companions.
+    // Removing the cluster: while a sink's finalizer holds the profile, the grant stays (the sink
+    // still needs it to revoke); once the profile is gone, the companions go.
+    let sink_finalizer = "inventory-bridge.io/test-sink-cleanup";
+    profiles
+        .patch(
+            &cluster,
+            &PatchParams::apply("test-sink"),
+            &Patch::Apply(json!({
+                "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ClusterProfile",
+                "metadata": {"name": cluster, "namespace": inventory, "finalizers": [sink_finalizer]},
+            })),
+        )
+        .await
+        .unwrap();
     clusters
         .delete(&cluster, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_for(WAIT, "profile marked for deletion", || {
+        let profiles = profiles.clone();
+        let name = cluster.clone();
+        async move {
+            Ok(profiles
+                .get_opt(&name)
+                .await?
+                .filter(|p| p.metadata.deletion_timestamp.is_some()))
+        }
+    })
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        msas.get_opt(&bootstrap.service_account)
+            .await
+            .unwrap()
+            .is_some()
+            && works.get_opt(&work_name).await.unwrap().is_some(),
+        "the grant must outlive a profile a sink still holds"
+    );
+    // The sink finishes (it would have revoked with the grant) and lets go.
+    profiles
+        .patch(
+            &cluster,
+            &PatchParams::apply("test-sink"),
+            &Patch::Apply(json!({
+                "apiVersion": "multicluster.x-k8s.io/v1alpha1", "kind": "ClusterProfile",
+                "metadata": {"name": cluster, "namespace": inventory},
+            })),
+        )
         .await
         .unwrap();
     wait_gone(&profiles, &cluster).await;
@@ -1459,7 +1643,82 @@ async fn bootstrap_credentials_end_to_end() {
     })
     .await
     .unwrap();
+    play_work_agent_deletion(member, &applied, &orphaning).await;
+    play_managed_serviceaccount_agent_deletion(
+        &client,
+        member,
+        &cluster,
+        &bootstrap.service_account,
+        &bootstrap.spoke_namespace,
+    )
+    .await;
+    assert_spoke_clean(member, &bootstrap).await;
     running.stop().await;
+}
+
+/// Nothing of the bootstrap grant or of its sink identities is left on the spoke, except the
+/// shared member namespaces (orphaned on purpose).
+async fn assert_spoke_clean(member: &ControlPlane, bootstrap: &Bootstrap) {
+    let admin = member.client().await.unwrap();
+    for identity in &bootstrap.identities {
+        assert!(
+            Api::<ServiceAccount>::namespaced(admin.clone(), &identity.namespace)
+                .get_opt(&identity.service_account)
+                .await
+                .unwrap()
+                .is_none(),
+            "sink ServiceAccount left"
+        );
+        assert!(
+            Api::<ClusterRole>::all(admin.clone())
+                .get_opt(&identity.cluster_role)
+                .await
+                .unwrap()
+                .is_none(),
+            "sink ClusterRole left"
+        );
+        assert!(
+            Api::<ClusterRoleBinding>::all(admin.clone())
+                .get_opt(&identity.cluster_role_binding)
+                .await
+                .unwrap()
+                .is_none(),
+            "sink ClusterRoleBinding left"
+        );
+        assert!(
+            Api::<Namespace>::all(admin.clone())
+                .get_opt(&identity.namespace)
+                .await
+                .unwrap()
+                .is_some(),
+            "the shared namespace is orphaned, not deleted"
+        );
+    }
+    let grant = bootstrap.grant_name();
+    assert!(
+        Api::<ClusterRole>::all(admin.clone())
+            .get_opt(&grant)
+            .await
+            .unwrap()
+            .is_none(),
+        "bootstrap ClusterRole left"
+    );
+    assert!(
+        Api::<ClusterRoleBinding>::all(admin.clone())
+            .get_opt(&grant)
+            .await
+            .unwrap()
+            .is_none(),
+        "bootstrap binding left"
+    );
+    assert!(
+        Api::<ServiceAccount>::namespaced(admin.clone(), &bootstrap.spoke_namespace)
+            .get_opt(&bootstrap.service_account)
+            .await
+            .unwrap()
+            .is_none(),
+        "bootstrap ServiceAccount left"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1549,7 +1808,10 @@ async fn ocm_bootstrap_feeds_sveltos_sink_with_both_defaults() {
     })
     .await
     .unwrap();
-    play_work_agent(&client, member, cluster, &bootstrap.grant_name()).await;
+    let work = works.get(&bootstrap.grant_name()).await.unwrap();
+    let orphaning =
+        work.data["spec"]["deleteOption"]["selectivelyOrphans"]["orphaningRules"].clone();
+    let applied = play_work_agent(&client, member, cluster, &bootstrap.grant_name()).await;
     play_managed_serviceaccount_agent(
         &client,
         member,
@@ -1568,7 +1830,7 @@ async fn ocm_bootstrap_feeds_sveltos_sink_with_both_defaults() {
         .await
         .unwrap();
     assert_eq!(
-        username, "system:serviceaccount:projectsveltos:projectsveltos",
+        username, "system:serviceaccount:inventory-bridge:inventory-bridge-sveltos-sink",
         "the published kubeconfig is sveltos-sink's own identity, not the bootstrap token"
     );
     let sveltos_clusters: Api<DynamicObject> = Api::namespaced_with(
@@ -1614,6 +1876,24 @@ async fn ocm_bootstrap_feeds_sveltos_sink_with_both_defaults() {
     harness::wait_sveltos_registration_revoked(&client, inventory, cluster, member)
         .await
         .unwrap();
+    // Only then the grant goes; the agents clean the spoke as OCM's do.
+    wait_for(WAIT, "companions deleted after the profile", || {
+        let works = works.clone();
+        let name = bootstrap.grant_name();
+        async move { Ok(works.get_opt(&name).await?.is_none().then_some(())) }
+    })
+    .await
+    .unwrap();
+    play_work_agent_deletion(member, &applied, &orphaning).await;
+    play_managed_serviceaccount_agent_deletion(
+        &client,
+        member,
+        cluster,
+        &bootstrap.service_account,
+        &bootstrap.spoke_namespace,
+    )
+    .await;
+    assert_spoke_clean(member, &bootstrap).await;
     sink.shutdown().await.unwrap();
     source.stop().await;
 }

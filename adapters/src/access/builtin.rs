@@ -62,13 +62,44 @@ fn managed_clusters() -> ApiResource {
     )
 }
 
+/// Why access is resolved: minting trusts only live records; revoking may follow the sink's own
+/// record of a member whose ManagedCluster is already gone (see [`Resolver::resolve_to_revoke`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Purpose {
+    Mint,
+    Revoke,
+}
+
 impl Resolver<'_> {
     /// Resolve bootstrap access for `request`, whose profile advertises `advertised`. Every trust
-    /// rule is checked here, also when revoking from a recorded request.
+    /// rule is checked here.
     pub async fn resolve(
         &self,
         request: &AccessRequest,
         advertised: &Endpoint,
+    ) -> Result<MemberAccess, AccessError> {
+        self.resolve_for(request, advertised, Purpose::Mint).await
+    }
+
+    /// Resolve bootstrap access to revoke what was minted under `request` at `recorded` (the
+    /// sink's own record). The same rules apply, with one difference: when a cluster leaves OCM,
+    /// its ManagedCluster may be gone before the sinks revoke. The token is then sent only to the
+    /// recorded server, verified against the CA the token Secret itself carries (`ca.crt`, written
+    /// by OCM's agent): a server that is not that member cannot complete the TLS handshake, so
+    /// it never sees the token.
+    pub async fn resolve_to_revoke(
+        &self,
+        request: &AccessRequest,
+        recorded: &Endpoint,
+    ) -> Result<MemberAccess, AccessError> {
+        self.resolve_for(request, recorded, Purpose::Revoke).await
+    }
+
+    async fn resolve_for(
+        &self,
+        request: &AccessRequest,
+        advertised: &Endpoint,
+        purpose: Purpose,
     ) -> Result<MemberAccess, AccessError> {
         let entry =
             self.providers
@@ -104,7 +135,8 @@ impl Resolver<'_> {
             self.kubeconfig_secret(entry, &config, request, advertised)
                 .await
         } else {
-            self.token_secret(entry, &config, request, advertised).await
+            self.token_secret(entry, &config, request, advertised, purpose)
+                .await
         }
     }
 
@@ -254,6 +286,7 @@ impl Resolver<'_> {
         config: &BuiltinConfig,
         request: &AccessRequest,
         advertised: &Endpoint,
+        purpose: Purpose,
     ) -> Result<MemberAccess, AccessError> {
         let default_namespace = self
             .credentials_namespace
@@ -277,9 +310,10 @@ impl Resolver<'_> {
         self.check_allowed(entry, request, namespace)?;
         // The endpoint OCM records for the cluster whose hub namespace holds the token. Without
         // that record nothing vouches for any server, whatever namespace the Secret is in.
-        let Some(cluster) = self.managed_cluster(&entry.name, namespace).await? else {
+        let cluster = self.managed_cluster(&entry.name, namespace).await?;
+        if cluster.is_none() && purpose == Purpose::Mint {
             return Err(not_a_cluster_namespace(entry, namespace));
-        };
+        }
         let secret = self.secret(&entry.name, namespace, name).await?;
         if secret.labels().get(MSA_SECRET_LABEL).map(String::as_str) != Some("true") {
             return Err(AccessError::SecretNotAllowed {
@@ -289,7 +323,11 @@ impl Resolver<'_> {
                 ),
             });
         }
-        let trusted = recorded_endpoint(&cluster, &secret, advertised).ok_or_else(|| {
+        let trusted = match &cluster {
+            Some(cluster) => recorded_endpoint(cluster, &secret, advertised),
+            None => pinned_endpoint(&secret, advertised),
+        };
+        let trusted = trusted.ok_or_else(|| {
             AccessError::EndpointMismatch {
                 provider: entry.name.clone(),
                 message: format!(
@@ -341,6 +379,28 @@ fn not_a_cluster_namespace(entry: &ProviderEntry, namespace: &str) -> AccessErro
     }
 }
 
+/// For revocation after the ManagedCluster is gone: the recorded server, trusted only through the
+/// CA in the token Secret (`ca.crt`); without that CA nothing is sent.
+fn pinned_endpoint(secret: &Secret, recorded: &Endpoint) -> Option<Endpoint> {
+    let ca = secret_ca(secret)?;
+    Some(Endpoint {
+        server: recorded.server.clone(),
+        ca_pem: Some(ca),
+        tls_server_name: recorded.tls_server_name.clone(),
+        insecure_skip_tls_verify: false,
+        proxy_url: None,
+    })
+}
+
+fn secret_ca(secret: &Secret) -> Option<String> {
+    secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("ca.crt"))
+        .and_then(|b| String::from_utf8(b.0.clone()).ok())
+        .filter(|pem| pem.contains("-----BEGIN CERTIFICATE-----"))
+}
+
 /// The endpoint of `cluster` (a ManagedCluster) that matches the advertised server: the server
 /// must be one of its client configs; the CA is the token Secret's `ca.crt`, else that config's.
 fn recorded_endpoint(
@@ -357,12 +417,7 @@ fn recorded_endpoint(
             .and_then(Value::as_str)
             .is_some_and(|url| url.trim_end_matches('/') == advertised.server)
     })?;
-    let ca_from_secret = secret
-        .data
-        .as_ref()
-        .and_then(|d| d.get("ca.crt"))
-        .and_then(|b| String::from_utf8(b.0.clone()).ok())
-        .filter(|pem| pem.contains("-----BEGIN CERTIFICATE-----"));
+    let ca_from_secret = secret_ca(secret);
     let ca_from_cluster = matching
         .get("caBundle")
         .and_then(Value::as_str)
@@ -475,6 +530,21 @@ mod tests {
             .is_none()
         );
         assert!(recorded_endpoint(&cluster(&[]), &secret, &advertised("https://a:6443")).is_none());
+    }
+
+    #[test]
+    fn without_its_managed_cluster_a_token_is_only_sent_pinned_to_its_own_ca() {
+        assert!(pinned_endpoint(&Secret::default(), &advertised("https://a:6443")).is_none());
+        let secret = Secret {
+            data: Some(BTreeMap::from([(
+                "ca.crt".to_string(),
+                ByteString(CA.as_bytes().to_vec()),
+            )])),
+            ..Secret::default()
+        };
+        let pinned = pinned_endpoint(&secret, &advertised("https://a:6443")).unwrap();
+        assert_eq!(pinned.ca_pem.as_deref(), Some(CA));
+        assert!(!pinned.insecure_skip_tls_verify);
     }
 
     #[test]

@@ -178,7 +178,7 @@ impl<S: Sink> Engine<S> {
         // belong to the recorded server (checked inside), so nothing is sent anywhere else.
         let access = self
             .resolver()
-            .resolve(&record.access, &record.endpoint.endpoint())
+            .resolve_to_revoke(&record.access, &record.endpoint.endpoint())
             .await
             .map_err(|err| revoke_failure(err.category(), err.to_string()))?;
         let client = member_client(
