@@ -293,7 +293,7 @@ mod tests {
     }
 
     #[test]
-    fn default_identity_mirrors_sveltosctl() {
+    fn default_rules_mirror_sveltosctl_under_our_own_names() {
         let rules = SveltosSink::default_member_rules();
         assert_eq!(rules[0].verbs, vec!["*"]);
         assert_eq!(rules[0].resources.as_deref(), Some(&["*".to_string()][..]));
@@ -301,7 +301,11 @@ mod tests {
             rules[1].non_resource_urls.as_deref(),
             Some(&["*".to_string()][..])
         );
-        assert_eq!(SveltosSink::DEFAULT_MEMBER_NAMESPACE, "projectsveltos");
+        // sveltosctl's rules, not its names: `projectsveltos/projectsveltos` is what
+        // `sveltosctl register cluster` creates and owns.
+        let identity = adapters::member::MemberIdentity::default_for(NAME, rules);
+        assert_eq!(identity.namespace, "inventory-bridge");
+        assert_eq!(identity.service_account, "inventory-bridge-sveltos-sink");
         assert_eq!(SveltosSink::kubeconfig_names().context, "sveltos-context");
     }
 }

@@ -134,8 +134,20 @@ pub async fn sveltos_registration(
     Ok((kubeconfig, username))
 }
 
+/// Namespace of sveltos-sink's default member ServiceAccount (stated here, not taken from the
+/// engine, so a changed default fails the tests).
+pub const SVELTOS_MEMBER_NAMESPACE: &str = "inventory-bridge";
+/// sveltos-sink's default member ServiceAccount (`inventory-bridge-<instance>`, default instance
+/// `sveltos-sink`).
+pub const SVELTOS_MEMBER_SERVICE_ACCOUNT: &str = "inventory-bridge-sveltos-sink";
+
+/// The username the member gives tokens of sveltos-sink's default identity.
+pub fn sveltos_member_username() -> String {
+    format!("system:serviceaccount:{SVELTOS_MEMBER_NAMESPACE}:{SVELTOS_MEMBER_SERVICE_ACCOUNT}")
+}
+
 /// Wait until sveltos-sink's registration of `profile` is gone from the hub and its default
-/// member identity (`projectsveltos/projectsveltos`) is gone from `member`.
+/// member ServiceAccount (`inventory-bridge/inventory-bridge-sveltos-sink`) is gone from `member`.
 pub async fn wait_sveltos_registration_revoked(
     hub: &kube::Client,
     namespace: &str,
@@ -145,8 +157,13 @@ pub async fn wait_sveltos_registration_revoked(
     let secrets: kube::Api<k8s_openapi::api::core::v1::Secret> =
         kube::Api::namespaced(hub.clone(), namespace);
     let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
-        kube::Api::namespaced(member.client().await?, "projectsveltos");
-    wait_object_gone(&accounts, "projectsveltos", Duration::from_secs(60)).await?;
+        kube::Api::namespaced(member.client().await?, SVELTOS_MEMBER_NAMESPACE);
+    wait_object_gone(
+        &accounts,
+        SVELTOS_MEMBER_SERVICE_ACCOUNT,
+        Duration::from_secs(60),
+    )
+    .await?;
     wait_object_gone(
         &secrets,
         &format!("{profile}-sveltos-kubeconfig"),

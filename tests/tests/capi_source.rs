@@ -1275,16 +1275,24 @@ async fn capi_kubeconfig_bootstraps_sveltos_sink_with_both_defaults() {
     })
     .await;
 
-    let sink = harness::run_sveltos_sink(client.clone(), &["--inventory-namespace", &inventory])
-        .await
-        .unwrap();
+    // The documented CAPI setup: the profiles live in the inventory, the kubeconfig Secrets in
+    // the Clusters' namespace, which the operator allows the built-in to read from.
+    let sink = harness::run_sveltos_sink(
+        client.clone(),
+        &[
+            "--inventory-namespace",
+            &inventory,
+            "--bootstrap-secret-namespace",
+            &team,
+        ],
+    )
+    .await
+    .unwrap();
     let (kubeconfig, username) = harness::sveltos_registration(&client, &inventory, &profile_name)
         .await
         .unwrap();
-    assert_eq!(
-        username,
-        "system:serviceaccount:projectsveltos:projectsveltos"
-    );
+    // sveltos-sink's default identity: inventory-bridge/inventory-bridge-sveltos-sink.
+    assert_eq!(username, harness::sveltos_member_username());
     // The admin credential stayed in CAPI's Secret: not in what the sink published.
     let admin_key = member.pki().admin_key.lines().nth(1).unwrap().to_string();
     assert!(!kubeconfig.contains(&admin_key));

@@ -457,6 +457,9 @@ mod tests {
             assert_eq!(refused_profile_env(allowed), None, "{allowed}");
         }
         let mut cluster = cluster();
+        cluster
+            .extensions
+            .retain(|e| e.name != EXTENSION_EXEC_ADDITIONAL_ENVS);
         cluster.extensions.push(crate::profile::NamedExtension {
             name: EXTENSION_EXEC_ADDITIONAL_ENVS.into(),
             extension: json!({"LD_PRELOAD": "/tmp/evil.so"}),

@@ -535,8 +535,10 @@ fn the_access_provider_name_is_configurable_and_bootstrap_adds_the_token_secret_
         service_account: "ib-bootstrap".into(),
         spoke_namespace: "open-cluster-management-agent-addon".into(),
         validity: Duration::from_secs(86400),
-        member_identities: vec!["sink".into()],
-        member_namespaces: vec!["sinks".into()],
+        identities: vec![adapters::member::MemberIdentity::default_for(
+            "sink",
+            vec![],
+        )],
     });
     let projection = run(
         &cluster("cluster-a", &[]),
@@ -725,8 +727,7 @@ fn clusterset_bindings_follow_ocm_semantics() {
         service_account: "sa".into(),
         spoke_namespace: "ns".into(),
         validity: Duration::from_secs(3600),
-        member_identities: vec!["x".into()],
-        member_namespaces: vec!["sinks".into()],
+        identities: vec![adapters::member::MemberIdentity::default_for("x", vec![])],
     });
     let projection = run(
         &lonely,

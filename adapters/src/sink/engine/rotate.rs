@@ -33,7 +33,7 @@ pub(super) enum Fresh {
 /// What the published Secrets say about a profile.
 enum Published {
     /// A registration to keep using.
-    Adoptable(Registration),
+    Adoptable(Box<Registration>),
     /// A registration that must be replaced (its record names what to retire, if different).
     Stale(Record),
     /// Nothing published.
@@ -94,7 +94,7 @@ impl<S: Sink> Engine<S> {
             None => match self.published(key, uid, &fingerprint, now).await? {
                 Published::Adoptable(registration) => {
                     info!(profile = %format!("{}/{}", key.0, key.1), renew_at = %registration.renew_at, "adopted the published registration");
-                    return Ok((registration, Fresh::Adopted, None));
+                    return Ok((*registration, Fresh::Adopted, None));
                 }
                 Published::Stale(record) => previous = Some(record),
                 Published::Nothing => {}
@@ -156,12 +156,12 @@ impl<S: Sink> Engine<S> {
             next_verify: midpoint(now, renew),
         };
         match self.verify_published(&registration).await {
-            Ok(()) => Ok(Published::Adoptable(registration)),
+            Ok(()) => Ok(Published::Adoptable(Box::new(registration))),
             // Trust the record while the member is away; it is checked again later.
-            Err(MemberError::Unreachable(_)) => Ok(Published::Adoptable(Registration {
+            Err(MemberError::Unreachable(_)) => Ok(Published::Adoptable(Box::new(Registration {
                 next_verify: now,
                 ..registration
-            })),
+            }))),
             Err(_) => Ok(Published::Stale(record)),
         }
     }
