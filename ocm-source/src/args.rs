@@ -261,8 +261,9 @@ mod tests {
             ("Open Cluster Management", "it is not a valid label value"),
             ("-ocm", "it is not a valid label value"),
         ] {
-            let err =
-                parse(&["--inventory-namespace", "x", "--cluster-manager", name]).expect_err(name);
+            // `=` so that a value starting with `-` is not taken for a flag.
+            let flag = format!("--cluster-manager={name}");
+            let err = parse(&["--inventory-namespace", "x", &flag]).expect_err(name);
             assert!(
                 err.starts_with(&format!("--cluster-manager {name:?} is refused: {reason}")),
                 "{err}"
