@@ -5,18 +5,34 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
 };
 use kube::CustomResourceExt;
 
-use crate::profile::ClusterProfile;
+use crate::profile::{CATEGORY, VERSION_V1ALPHA1, v1alpha1, v1alpha2};
 
 /// Where `make crds` writes the generated CRD, relative to the repository root; the charts use it.
 pub const CLUSTER_PROFILE_CRD_PATH: &str = "charts/crds/multicluster.x-k8s.io_clusterprofiles.yaml";
 
-/// The ClusterProfile CustomResourceDefinition.
+/// The ClusterProfile CustomResourceDefinition: `v1alpha1` (storage) and `v1alpha2`, both served,
+/// as upstream's v0.2.0 installs it. No conversion webhook: the versions differ only in validation
+/// and in fields `v1alpha2` dropped, which the apiserver prunes when it serves an object as
+/// `v1alpha2`.
 ///
-/// kube-derive marks every optional field `nullable: true`; upstream's controller-gen output does
-/// not, and we never send `null` (absent fields are skipped), so the marker is stripped to keep the
-/// published schema identical to upstream's.
+/// The schema is normalised to be identical to upstream's controller-gen output:
+/// - kube-derive marks every optional field `nullable: true`; upstream does not, and we never send
+///   `null` (absent fields are skipped), so the marker goes;
+/// - schemars turns `#[serde(default)]` (how our types read leniently) into schema `default`s the
+///   apiserver would apply; upstream declares none, so they go;
+/// - schemars titles the root schema with the type's name; upstream does not.
 pub fn cluster_profile_crd() -> CustomResourceDefinition {
-    let mut crd = ClusterProfile::crd();
+    let mut crd = v1alpha1::ClusterProfile::crd();
+    // Both derives describe the same kind (same group, names and scope); only the version entries
+    // differ, so the second one's entry is appended rather than merged field by field.
+    crd.spec
+        .versions
+        .extend(v1alpha2::ClusterProfile::crd().spec.versions);
+    for version in &mut crd.spec.versions {
+        version.served = true;
+        version.storage = version.name == VERSION_V1ALPHA1;
+    }
+    crd.spec.names.categories = Some(vec![CATEGORY.to_string()]);
     // apiserver would default it; upstream spells it out, so do we.
     crd.spec.names.list_kind = Some("ClusterProfileList".to_string());
     for version in &mut crd.spec.versions {
@@ -25,7 +41,8 @@ pub fn cluster_profile_crd() -> CustomResourceDefinition {
             .as_mut()
             .and_then(|s| s.open_api_v3_schema.as_mut())
         {
-            strip_nullable(schema);
+            schema.title = None;
+            strip_nullable_and_defaults(schema);
             // controller-gen declares the standard top-level fields; kube-derive leaves them out.
             let properties = schema.properties.get_or_insert_with(Default::default);
             for (field, type_) in [
@@ -45,13 +62,14 @@ pub fn cluster_profile_crd() -> CustomResourceDefinition {
     crd
 }
 
-fn strip_nullable(schema: &mut JSONSchemaProps) {
+fn strip_nullable_and_defaults(schema: &mut JSONSchemaProps) {
     schema.nullable = None;
+    schema.default = None;
     if let Some(props) = schema.properties.as_mut() {
-        props.values_mut().for_each(strip_nullable);
+        props.values_mut().for_each(strip_nullable_and_defaults);
     }
     if let Some(JSONSchemaPropsOrArray::Schema(items)) = schema.items.as_mut() {
-        strip_nullable(items);
+        strip_nullable_and_defaults(items);
     }
 }
 

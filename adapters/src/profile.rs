@@ -1,8 +1,13 @@
-//! `ClusterProfile` (`multicluster.x-k8s.io/v1alpha1`, SIG-Multicluster KEP-4322) and the upstream
-//! constants every adapter must spell exactly as upstream does.
+//! `ClusterProfile` (`multicluster.x-k8s.io`, SIG-Multicluster KEP-4322) and the upstream constants
+//! every adapter must spell exactly as upstream does.
 //!
-//! The schema attributes reproduce the upstream CRD of `sigs.k8s.io/cluster-inventory-api` (checked by
-//! a test against the pinned Go module), so the CRD we generate validates exactly what upstream does.
+//! The types at this module's root are `v1alpha1` (also reachable as [`v1alpha1`]): the storage
+//! version, and a superset of [`v1alpha2`], so the engines work on them whatever version the hub
+//! serves. [`v1alpha2`] holds what that version types differently and converts to and from them.
+//!
+//! The schema attributes reproduce upstream's CRD of `sigs.k8s.io/cluster-inventory-api` v0.2.0
+//! (checked by a test, version by version), so the CRD we generate validates exactly what upstream's
+//! does.
 
 use std::collections::BTreeMap;
 
@@ -13,8 +18,17 @@ use serde::{Deserialize, Serialize};
 
 /// API group of ClusterProfile.
 pub const GROUP: &str = "multicluster.x-k8s.io";
-/// The version we write (also the storage version upstream).
-pub const VERSION: &str = "v1alpha1";
+/// The storage version (served by every release). Which version adapters write is chosen by
+/// discovery: see [`crate::profile_api::ProfileVersion`].
+pub const VERSION: &str = VERSION_V1ALPHA1;
+/// `v1alpha1`: served by every release, the storage version.
+pub const VERSION_V1ALPHA1: &str = "v1alpha1";
+/// `v1alpha2`: served from upstream v0.2.0 on; upstream's consumer library reads only this one.
+pub const VERSION_V1ALPHA2: &str = "v1alpha2";
+/// Resource name (plural) of ClusterProfile.
+pub const PLURAL: &str = "clusterprofiles";
+/// The `kubectl get` category both versions belong to.
+pub const CATEGORY: &str = "multicluster";
 
 /// Label: MUST equal `spec.clusterManager.name`.
 pub const LABEL_CLUSTER_MANAGER: &str = "x-k8s.io/cluster-manager";
@@ -49,6 +63,16 @@ pub const PROPERTY_NAME_MAX_LEN: usize = 253;
 /// Bounds of a property value, from the upstream schema.
 pub const PROPERTY_VALUE_MAX_LEN: usize = 1024;
 
+pub mod v1alpha2;
+
+/// The `v1alpha1` types under their version's name (they are this module's root types).
+pub mod v1alpha1 {
+    pub use super::{
+        AccessProvider, Cluster, ClusterManager, ClusterProfile, ClusterProfileSpec,
+        ClusterProfileStatus, NamedExtension,
+    };
+}
+
 /// Desired state of a ClusterProfile: who manages it and what to call it.
 #[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[kube(
@@ -61,6 +85,7 @@ pub const PROPERTY_VALUE_MAX_LEN: usize = 1024;
     status = "ClusterProfileStatus",
     derive = "PartialEq",
     derive = "Default",
+    category = "multicluster",
     doc = "ClusterProfile represents one member cluster of an inventory (one namespace = one inventory)."
 )]
 #[serde(rename_all = "camelCase")]

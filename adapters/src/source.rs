@@ -3,6 +3,10 @@
 //! desired profiles) and, where it needs them, an `observe` step and extra watches; the engine does
 //! the rest:
 //!
+//! - refuses at start a cluster manager name that ClusterProfile `v1alpha2` would reject, whatever
+//!   version the hub serves;
+//! - picks by discovery at start the ClusterProfile version to speak: `v1alpha2` where served,
+//!   else `v1alpha1` (see [`crate::profile_api`]);
 //! - watches the native kind (label selector, namespace) and our own profiles;
 //! - server-side-applies metadata/spec and then status of each desired profile, skipping writes
 //!   when nothing changed;
@@ -39,8 +43,10 @@ use tracing::{debug, info, warn};
 use crate::apply::ApplyOutcome;
 use crate::error::{Category, Error, kube_category};
 use crate::profile::{
-    ClusterManager, ClusterProfile, ClusterProfileSpec, ClusterProfileStatus, LABEL_CLUSTER_MANAGER,
+    ClusterManager, ClusterProfile, ClusterProfileSpec, ClusterProfileStatus, GROUP,
+    LABEL_CLUSTER_MANAGER, v1alpha2,
 };
+use crate::profile_api::{ProfileApi, ProfileVersion};
 use crate::runtime::{LeaderContext, Metrics};
 
 /// Label on every object a source adapter creates: the adapter's name. Only objects carrying it
@@ -239,6 +245,17 @@ impl SourceMetrics {
     }
 }
 
+/// Refuse a cluster manager name (given by `flag`) that ClusterProfile `v1alpha2` would reject:
+/// whatever version the hub serves, since the `x-k8s.io/cluster-manager` label must carry it too
+/// and a profile created with it could never be written through `v1alpha2`.
+pub fn check_cluster_manager(flag: &str, name: &str) -> Result<(), String> {
+    v1alpha2::validate_cluster_manager_name(name).map_err(|err| {
+        format!(
+            "{flag} {name:?} is refused: it {err}. spec.clusterManager.name (and the {LABEL_CLUSTER_MANAGER} label) must be a label value of 1 to 63 characters, as ClusterProfile v1alpha2 validates it"
+        )
+    })
+}
+
 /// The key of a native object, as stored in [`ANNOTATION_SOURCE_OBJECT`].
 pub fn source_key<K: Resource>(native: &K) -> String {
     let name = native.meta().name.clone().unwrap_or_default();
@@ -272,6 +289,8 @@ struct Engine<S: Source> {
     metrics: SourceMetrics,
     natives: Store<S::Native>,
     profiles: Store<ClusterProfile>,
+    /// ClusterProfiles through the version chosen at start.
+    profile_api: ProfileApi,
     companions: Vec<(ApiResource, Store<DynamicObject>)>,
     resync: Duration,
     failures: Mutex<HashMap<String, u32>>,
@@ -289,6 +308,13 @@ pub async fn run_source<S: Source>(
     let source = Arc::new(source);
     let client = leader.client.clone();
     let name = source.name();
+    check_cluster_manager("the cluster manager name", source.cluster_manager())
+        .map_err(Error::Config)?;
+    let Some(version) = ProfileVersion::discover_for_writing(&client, &leader.stop).await else {
+        return Ok(());
+    };
+    info!(adapter = name, version = %version, "writing ClusterProfiles as {GROUP}/{version}");
+    let profile_api = ProfileApi::new(client.clone(), version);
 
     let mut native_config = watcher::Config::default().page_size(500);
     if let Some(selector) = &settings.args.cluster_selector {
@@ -312,10 +338,10 @@ pub async fn run_source<S: Source>(
         })
         .touched_objects();
 
-    let profiles_api: Api<ClusterProfile> = Api::all(client.clone());
     let ours = watcher::Config::default().labels(&format!("{LABEL_SOURCE}={name}"));
     let (profiles, profile_writer) = reflector::store();
-    let profile_stream = watcher(profiles_api, ours.clone())
+    let profile_stream = profile_api
+        .watch(ours.clone())
         .default_backoff()
         .reflect(profile_writer)
         .inspect(move |event| {
@@ -364,6 +390,7 @@ pub async fn run_source<S: Source>(
         metrics,
         natives,
         profiles,
+        profile_api,
         companions,
         resync: Duration::from_secs(settings.args.resync_seconds),
         failures: Mutex::default(),
@@ -459,10 +486,6 @@ fn error_policy<S: Source>(native: Arc<S::Native>, err: &Error, engine: Arc<Engi
 }
 
 impl<S: Source> Engine<S> {
-    fn profiles_api(&self, namespace: &str) -> Api<ClusterProfile> {
-        Api::namespaced(self.leader.client.clone(), namespace)
-    }
-
     fn our_profiles_of(&self, key: &str) -> Vec<Arc<ClusterProfile>> {
         self.profiles
             .state()
@@ -582,12 +605,12 @@ impl<S: Source> Engine<S> {
     }
 
     async fn ensure_profile(&self, desired: &DesiredProfile, key: &str) -> Result<(), Problem> {
-        let api = self.profiles_api(&desired.namespace);
+        let api = &self.profile_api;
         let reference = ObjectRef::<ClusterProfile>::new(&desired.name).within(&desired.namespace);
         let current = self.profiles.get(&reference);
         if current.is_none() {
             // Not in our cache: it may exist and belong to someone else.
-            match api.get_opt(&desired.name).await {
+            match api.get_opt(&desired.namespace, &desired.name).await {
                 Ok(Some(other)) if !self.is_ours(&other.metadata) => {
                     let manager = other
                         .labels()
@@ -649,10 +672,8 @@ impl<S: Source> Engine<S> {
             spec: spec.clone(),
             status: None,
         };
-        let outcome = self
-            .leader
-            .applier
-            .apply(&api, &main, current, true)
+        let outcome = api
+            .apply(&self.leader.applier, &main, current, true)
             .await
             .map_err(|err| error_problem("applying ClusterProfile", &err))?;
         self.leader.metrics.count_apply(outcome);
@@ -665,10 +686,8 @@ impl<S: Source> Engine<S> {
             spec,
             status: Some(desired.status.clone()),
         };
-        let outcome = self
-            .leader
-            .applier
-            .apply_status(&api, &with_status, current, true)
+        let outcome = api
+            .apply_status(&self.leader.applier, &with_status, current, true)
             .await
             .map_err(|err| error_problem("applying ClusterProfile status", &err))?;
         self.leader.metrics.count_apply(outcome);
@@ -750,7 +769,7 @@ impl<S: Source> Engine<S> {
             }),
             ..DeleteParams::default()
         };
-        match self.profiles_api(&namespace).delete(&name, &params).await {
+        match self.profile_api.delete(&namespace, &name, &params).await {
             Ok(_) => {
                 info!(profile = %format!("{namespace}/{name}"), "deleted ClusterProfile whose source is gone or deselected");
                 Ok(())

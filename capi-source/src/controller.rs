@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use adapters::kubeconfig_secret::SecretKubeconfig;
 use adapters::member_reads::{MemberReadMetrics, MemberReadSettings, MemberReader};
-use adapters::names::is_valid_label_value;
 use adapters::runtime::{LeaderContext, Metrics};
 use adapters::served_versions::{RefReader, wait_until_served};
 use adapters::source::{
@@ -82,12 +81,9 @@ impl CapiArgs {
     pub fn projection_config(&self) -> adapters::Result<ProjectionConfig> {
         let name_template =
             NameTemplate::parse(&self.profile_name_template).map_err(adapters::Error::Config)?;
-        if self.cluster_manager.is_empty() || !is_valid_label_value(&self.cluster_manager) {
-            return Err(adapters::Error::Config(format!(
-                "--cluster-manager {:?} must be a non-empty valid label value",
-                self.cluster_manager
-            )));
-        }
+        // v1alpha2 requires the manager name to be a valid label value; so does the label itself.
+        adapters::source::check_cluster_manager("--cluster-manager", &self.cluster_manager)
+            .map_err(adapters::Error::Config)?;
         if self.inventory_namespace.is_empty() {
             return Err(adapters::Error::Config(
                 "--inventory-namespace must not be empty".to_string(),
@@ -415,6 +411,32 @@ mod tests {
             Cli::try_parse_from(["capi-source"]).is_err(),
             "inventory namespace is required"
         );
+    }
+
+    #[test]
+    fn cluster_manager_names_v1alpha2_rejects_are_refused_with_the_reason() {
+        let long = "c".repeat(64);
+        for (name, reason) in [
+            ("", "it is empty"),
+            (long.as_str(), "it is 64 characters long"),
+            ("Cluster API", "it is not a valid label value"),
+            ("capi.", "it is not a valid label value"),
+        ] {
+            let cli = Cli::try_parse_from([
+                "capi-source",
+                "--inventory-namespace",
+                "fleet",
+                "--cluster-manager",
+                name,
+            ])
+            .unwrap();
+            let err = cli.capi.projection_config().unwrap_err().to_string();
+            assert!(
+                err.contains(&format!("--cluster-manager {name:?} is refused: {reason}")),
+                "{err}"
+            );
+            assert!(err.contains("v1alpha2"), "{err}");
+        }
     }
 
     #[test]

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use adapters::names::{is_dns1123_label, is_valid_label_value};
+use adapters::names::is_dns1123_label;
 
 use adapters::member::{self, MemberIdentity};
 
@@ -177,12 +177,7 @@ impl OcmArgs {
             }
         };
         // v1alpha2 requires the manager name to be a valid label value; so does the label itself.
-        if self.cluster_manager.is_empty() || !is_valid_label_value(&self.cluster_manager) {
-            return Err(format!(
-                "--cluster-manager {:?} must be a non-empty label value",
-                self.cluster_manager
-            ));
-        }
+        adapters::source::check_cluster_manager("--cluster-manager", &self.cluster_manager)?;
         if self.access_provider_name.is_empty() {
             return Err("--access-provider-name must not be empty".into());
         }
@@ -282,6 +277,33 @@ mod tests {
                 "bad value"
             ])
             .is_err()
+        );
+    }
+
+    #[test]
+    fn cluster_manager_names_v1alpha2_rejects_are_refused_with_the_reason() {
+        let long = "m".repeat(64);
+        for (name, reason) in [
+            ("", "it is empty"),
+            (long.as_str(), "it is 64 characters long"),
+            ("Open Cluster Management", "it is not a valid label value"),
+            ("-ocm", "it is not a valid label value"),
+        ] {
+            // `=` so that a value starting with `-` is not taken for a flag.
+            let flag = format!("--cluster-manager={name}");
+            let err = parse(&["--inventory-namespace", "x", &flag]).expect_err(name);
+            assert!(
+                err.starts_with(&format!("--cluster-manager {name:?} is refused: {reason}")),
+                "{err}"
+            );
+            assert!(err.contains("v1alpha2"), "{err}");
+        }
+        let longest = "m".repeat(63);
+        assert_eq!(
+            parse(&["--inventory-namespace", "x", "--cluster-manager", &longest])
+                .unwrap()
+                .cluster_manager,
+            longest
         );
     }
 

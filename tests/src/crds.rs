@@ -17,8 +17,14 @@ use crate::{Result, repo_root, wait_for};
 /// A CRD the harness can install.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum ForeignCrd {
-    /// `multicluster.x-k8s.io` ClusterProfile, upstream's CRD.
+    /// `multicluster.x-k8s.io` ClusterProfile, upstream's CRD from the pinned module (v0.1.x:
+    /// `v1alpha1` only).
     ClusterProfile,
+    /// ClusterProfile as upstream v0.2.0 installs it (`v1alpha1` storage + `v1alpha2`), from
+    /// `tests/crds/cluster-inventory-api-v0.2.0/` (the Go module proxy refuses v0.2.0; its
+    /// README.txt says how the file was made). Not in [`ForeignCrd::ALL`]: it is the same CRD as
+    /// [`ForeignCrd::ClusterProfile`] at a later release.
+    ClusterProfileV1alpha2,
     /// OCM `cluster.open-cluster-management.io/v1` ManagedCluster.
     ManagedCluster,
     /// OCM ManagedClusterSet (`v1beta2`).
@@ -87,6 +93,10 @@ impl ForeignCrd {
                 "config/crd/bases/lib.projectsveltos.io_sveltosclusters.yaml",
             ),
             ForeignCrd::ClusterProperty => (None, "about.k8s.io_clusterproperties.yaml"),
+            ForeignCrd::ClusterProfileV1alpha2 => (
+                None,
+                "cluster-inventory-api-v0.2.0/multicluster.x-k8s.io_clusterprofiles.yaml",
+            ),
         }
     }
 
@@ -157,9 +167,19 @@ pub async fn install_crds(client: &Client, crds: &[ForeignCrd]) -> Result<()> {
     Ok(())
 }
 
-/// Apply `crd` (server-side, as the harness) and wait until it is Established and its storage
+/// Apply `crd` (server-side, as the harness) and wait until it is Established and every served
 /// version answers a list.
 pub async fn install_crd(client: &Client, crd: CustomResourceDefinition) -> Result<()> {
+    install_crd_as(client, crd, "inventory-bridge-harness").await
+}
+
+/// [`install_crd`] with another field manager (e.g. `kubectl`, to apply a CRD over one another
+/// tool installed, as an operator upgrading a hub would), taking conflicting fields (`--force-conflicts`).
+pub async fn install_crd_as(
+    client: &Client,
+    crd: CustomResourceDefinition,
+    field_manager: &str,
+) -> Result<()> {
     let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
     let name = crd.metadata.name.clone().ok_or("CRD without a name")?;
     let mut crd = crd;
@@ -167,7 +187,7 @@ pub async fn install_crd(client: &Client, crd: CustomResourceDefinition) -> Resu
     crd.status = None;
     crds.patch(
         &name,
-        &PatchParams::apply("inventory-bridge-harness").force(),
+        &PatchParams::apply(field_manager).force(),
         &Patch::Apply(&crd),
     )
     .await?;

@@ -27,7 +27,7 @@ use k8s_openapi::api::core::v1::Namespace;
 use kube::api::{Api, ObjectMeta, PostParams};
 
 pub use controlplane::{ControlPlane, ControlPlaneOptions, controllers};
-pub use crds::{ForeignCrd, install_crd, install_crds};
+pub use crds::{ForeignCrd, install_crd, install_crd_as, install_crds};
 pub use fleet::{Fleet, shared_fleet};
 
 /// Errors of test support.

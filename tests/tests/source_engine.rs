@@ -16,7 +16,10 @@ use adapters::source::{
     DesiredProfile, LABEL_SOURCE, Observed, Problem, Projection, Source, SourceArgs, SourceMetrics,
     SourceSettings, run_source,
 };
-use harness::{install_crd, shared_fleet, test_namespace, wait_for};
+use harness::{
+    ControlPlane, ControlPlaneOptions, ForeignCrd, install_crd, install_crds, shared_fleet,
+    test_namespace, wait_for,
+};
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::events::v1::Event;
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
@@ -26,6 +29,7 @@ use tokio_util::sync::CancellationToken;
 
 struct ConfigMapSource {
     inventory: String,
+    manager: &'static str,
 }
 
 impl Source for ConfigMapSource {
@@ -37,7 +41,7 @@ impl Source for ConfigMapSource {
     }
 
     fn cluster_manager(&self) -> &str {
-        "test-manager"
+        self.manager
     }
 
     fn native_api(&self, client: Client, namespace: Option<&str>) -> Api<ConfigMap> {
@@ -88,6 +92,15 @@ struct Running {
 }
 
 async fn start(client: Client, sources: &str, inventory: &str) -> Running {
+    start_as(client, sources, inventory, "test-manager").await
+}
+
+async fn start_as(
+    client: Client,
+    sources: &str,
+    inventory: &str,
+    manager: &'static str,
+) -> Running {
     let args = harness::in_process_runtime_args("test", "info");
     let mut metrics = Metrics::new("test-source");
     let source_metrics = SourceMetrics::register(&mut metrics);
@@ -106,6 +119,7 @@ async fn start(client: Client, sources: &str, inventory: &str) -> Running {
     let task = tokio::spawn(runtime.run_with_listener(listener, move |context| {
         let source = ConfigMapSource {
             inventory: inventory.clone(),
+            manager,
         };
         run_source(source, settings.clone(), source_metrics.clone(), context)
     }));
@@ -374,4 +388,155 @@ async fn source_engine_converges_and_stays_quiet() {
         foreign.metadata.resource_version
     );
     running.stop().await;
+}
+
+/// The API version each Apply entry of `manager` in the object's managedFields was written with
+/// (main resource and status subresource).
+fn applied_versions(profile: &ClusterProfile, manager: &str) -> Vec<(String, String)> {
+    let mut versions: Vec<(String, String)> = profile
+        .managed_fields()
+        .iter()
+        .filter(|entry| entry.manager.as_deref() == Some(manager))
+        .filter(|entry| entry.operation.as_deref() == Some("Apply"))
+        .map(|entry| {
+            (
+                entry.subresource.clone().unwrap_or_default(),
+                entry.api_version.clone().unwrap_or_default(),
+            )
+        })
+        .collect();
+    versions.sort();
+    versions
+}
+
+#[tokio::test]
+async fn source_writes_v1alpha1_on_an_upstream_v0_1_hub_and_v1alpha2_after_the_upgrade() {
+    // A hub of its own: this test replaces the ClusterProfile CRD.
+    let hub = ControlPlane::start(ControlPlaneOptions::named("upgrade-hub"))
+        .await
+        .unwrap();
+    let client = hub.client().await.unwrap();
+    install_crds(&client, &[ForeignCrd::ClusterProfile])
+        .await
+        .unwrap();
+    let sources = test_namespace(&client, "sources").await.unwrap();
+    let inventory = test_namespace(&client, "inventory").await.unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &sources);
+    let profiles: Api<ClusterProfile> = Api::namespaced(client.clone(), &inventory);
+    let pp = PostParams::default();
+    configmaps
+        .create(
+            &pp,
+            &cluster(
+                "alpha",
+                &sources,
+                &[("team", "a")],
+                &[("version", "v1.35.0")],
+            ),
+        )
+        .await
+        .unwrap();
+
+    // Upstream v0.1.x serves v1alpha1 only: the source writes that.
+    let running = start(client.clone(), &sources, &inventory).await;
+    let before = wait_profile(&profiles, "alpha", "alpha projected as v1alpha1", |p| {
+        p.status.as_ref().and_then(|s| s.version.clone()).is_some()
+    })
+    .await;
+    let v1alpha1 = "multicluster.x-k8s.io/v1alpha1".to_string();
+    let v1alpha2 = "multicluster.x-k8s.io/v1alpha2".to_string();
+    assert_eq!(
+        applied_versions(&before, "test-source"),
+        [
+            (String::new(), v1alpha1.clone()),
+            ("status".into(), v1alpha1)
+        ]
+    );
+    running.stop().await;
+
+    // Upgrade the hub to our CRD (v1alpha1 + v1alpha2) and restart the source.
+    install_crd(&client, adapters::crd::cluster_profile_crd())
+        .await
+        .unwrap();
+    let running = start(client.clone(), &sources, &inventory).await;
+    // It adopts what it wrote before and has nothing to rewrite: no profile write at all.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let writes = profile_writes(&client).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(profile_writes(&client).await, writes, "nothing to rewrite");
+    let adopted = profiles.get("alpha").await.unwrap();
+    assert_eq!(adopted.metadata.uid, before.metadata.uid);
+    assert_eq!(
+        adopted.metadata.resource_version,
+        before.metadata.resource_version
+    );
+
+    // A change now goes through v1alpha2, main resource and status alike.
+    configmaps
+        .patch(
+            "alpha",
+            &PatchParams::default(),
+            &Patch::Merge(serde_json::json!({
+                "metadata": {"labels": {"team": "b"}},
+                "data": {"version": "v1.36.3"},
+            })),
+        )
+        .await
+        .unwrap();
+    let after = wait_profile(&profiles, "alpha", "alpha updated through v1alpha2", |p| {
+        p.labels().get("team").map(String::as_str) == Some("b")
+            && p.status
+                .as_ref()
+                .and_then(|s| s.version.clone())
+                .and_then(|v| v.kubernetes)
+                .as_deref()
+                == Some("v1.36.3")
+    })
+    .await;
+    assert_eq!(after.metadata.uid, before.metadata.uid);
+    assert_eq!(
+        applied_versions(&after, "test-source"),
+        [
+            (String::new(), v1alpha2.clone()),
+            ("status".into(), v1alpha2)
+        ]
+    );
+    // Deletion works through v1alpha2 as well.
+    configmaps
+        .delete("alpha", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&profiles, "alpha").await;
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn source_refuses_a_cluster_manager_name_v1alpha2_rejects() {
+    let fleet = shared_fleet().await.unwrap();
+    let client = fleet.members[1].client().await.unwrap();
+    let sources = test_namespace(&client, "sources").await.unwrap();
+    // Whatever the hub serves (here: no ClusterProfile CRD at all), the name is refused first.
+    for (manager, reason) in [
+        ("", "it is empty"),
+        ("Not A Label", "it is not a valid label value"),
+        (
+            "a-manager-name-that-is-far-too-long-to-be-a-label-value-of-63-chars",
+            "characters long",
+        ),
+    ] {
+        let running = start_as(client.clone(), &sources, "fleet", manager).await;
+        let result = tokio::time::timeout(Duration::from_secs(10), running.task)
+            .await
+            .expect("refused at start, not later")
+            .unwrap();
+        let err = result.expect_err("a name v1alpha2 rejects is refused");
+        assert_eq!(err.category(), adapters::Category::Config);
+        let message = err.to_string();
+        assert!(
+            message.contains(&format!("{manager:?} is refused")),
+            "{message}"
+        );
+        assert!(message.contains(reason), "{message}");
+        assert!(message.contains("v1alpha2"), "{message}");
+    }
 }
