@@ -28,13 +28,15 @@ spec:
       {{- include "ib.selectorLabels" $ | nindent 6 }}
   template:
     metadata:
+      {{- $annotations := deepCopy ($v.podAnnotations | default dict) }}
+      {{- if include "ib.sink.hasConfig" $ }}
+      {{- /* Restart on a new provider file or member rules (the adapter reads them at start). */}}
+      {{- $_ := set $annotations "checksum/config" (include "ib.sink.configMap" $ | sha256sum) }}
+      {{- end }}
+      {{- with $annotations }}
       annotations:
-        {{- if $.Values.providerFile }}
-        checksum/config: {{ toJson $v.providerFile | sha256sum }}
-        {{- end }}
-        {{- with $v.podAnnotations }}
         {{- toYaml . | nindent 8 }}
-        {{- end }}
+      {{- end }}
       labels:
         {{- include "ib.selectorLabels" $ | nindent 8 }}
         {{- with $v.podLabels }}

@@ -99,6 +99,8 @@ Secrets (selected by label): get/list/watch/create/patch/delete where it writes.
 ManagedClusters: get, to check where an OCM token may be sent.
 */}}
 {{- define "ib.sink.grants" -}}
+{{- $kinds := .kinds -}}
+{{- $targets := .targets -}}
 {{- $ := .ctx -}}
 {{- $c := $.Values.config -}}
 {{- range $scope := include "ib.sink.profileScopes" $ | fromJsonArray }}
@@ -127,12 +129,12 @@ ManagedClusters: get, to check where an OCM token may be sent.
   resources: [secrets]
   verbs: [get]
 {{- end }}
-{{- range $target := .targets }}
+{{- range $target := $targets }}
 - scope: {{ $target }}
   apiGroups: [""]
   resources: [secrets]
   verbs: [create, delete, get, list, patch, watch]
-{{- range $kind := $.kinds }}
+{{- range $kind := $kinds }}
 - scope: {{ $target }}
   apiGroups: [{{ $kind.apiGroup | quote }}]
   resources: {{ toJson $kind.resources }}
