@@ -297,15 +297,15 @@ fn every_chart_lints_and_renders_with_minimal_and_everything_on() {
                 serde_json::from_str(config["data"]["member-rules.json"].as_str().unwrap())
                     .unwrap();
             assert_eq!(rules[0]["verbs"], json!(["get", "list", "watch"]));
-            assert!(args.contains(
-                &"--clusterprofile-provider-file=/etc/inventory-bridge/config/providers.json"
-                    .to_string()
-            ));
             assert!(
                 args.contains(
-                    &"--member-rules=/etc/inventory-bridge/config/member-rules.json".to_string()
+                    &"--clusterprofile-provider-file=/etc/inventory-bridge/config/providers.json"
+                        .to_string()
                 )
             );
+            assert!(args.contains(
+                &"--member-rules=/etc/inventory-bridge/config/member-rules.json".to_string()
+            ));
             assert!(volumes.contains(&"config") && volumes.contains(&"exec-plugins"));
             let plugins = pod["volumes"]
                 .as_array()
@@ -430,12 +430,18 @@ fn flag_variants(chart: &str) -> Vec<Vec<&'static str>> {
     match chart {
         "ocm-source" => vec![
             vec![],
-            vec!["config.inventoryNamespace=", "config.clustersetBindings=true"],
+            vec![
+                "config.inventoryNamespace=",
+                "config.clustersetBindings=true",
+            ],
         ],
         "capi-source" => vec![vec![]],
         _ => vec![
             vec![],
-            vec!["config.inventoryNamespaces=null", "config.allNamespaces=true"],
+            vec![
+                "config.inventoryNamespaces=null",
+                "config.allNamespaces=true",
+            ],
         ],
     }
 }
@@ -503,7 +509,9 @@ fn every_adapter_flag_is_reachable_from_values() {
                     "{chart}: {landed:?} landed in the binary: remove them from pending_flags"
                 );
             }
-            None => println!("{chart}: flags not in its binary yet (adapter being written): {unknown:?}"),
+            None => println!(
+                "{chart}: flags not in its binary yet (adapter being written): {unknown:?}"
+            ),
         }
     }
 }
@@ -576,7 +584,10 @@ fn chart_permissions(objects: &[Value]) -> BTreeSet<Permission> {
         let scope = if role["kind"] == "ClusterRole" {
             "cluster".to_string()
         } else {
-            format!("namespace {}", role["metadata"]["namespace"].as_str().unwrap())
+            format!(
+                "namespace {}",
+                role["metadata"]["namespace"].as_str().unwrap()
+            )
         };
         for rule in role["rules"].as_array().unwrap() {
             let strings = |key: &str| -> Vec<String> {
@@ -618,7 +629,11 @@ fn readme_permissions(readme: &str, adapter: &str) -> BTreeSet<Permission> {
         .lines()
         .position(|l| l.starts_with('#') && l.trim_start_matches('#').trim().starts_with(adapter))
         .unwrap_or_else(|| panic!("README has no heading for {adapter}"));
-    let section = readme.lines().skip(start + 1).collect::<Vec<_>>().join("\n");
+    let section = readme
+        .lines()
+        .skip(start + 1)
+        .collect::<Vec<_>>()
+        .join("\n");
     let table = section
         .split("Hub RBAC it needs")
         .nth(1)
@@ -735,9 +750,15 @@ fn dockerfile_builds_workspace_binaries_into_a_non_root_image_from_pinned_bases(
         let manifest =
             std::fs::read_to_string(repo_root().join(adapter).join("Cargo.toml")).unwrap();
         assert!(manifest.contains(&format!("name = \"{adapter}\"")));
-        assert!(adapter_binary(adapter).exists(), "cargo builds a binary {adapter}");
+        assert!(
+            adapter_binary(adapter).exists(),
+            "cargo builds a binary {adapter}"
+        );
     }
-    assert!(dockerfile.contains("--bin \"$ADAPTER\""), "it builds the binary it names");
+    assert!(
+        dockerfile.contains("--bin \"$ADAPTER\""),
+        "it builds the binary it names"
+    );
     let default = dockerfile
         .lines()
         .find_map(|l| l.strip_prefix("ARG ADAPTER="))
@@ -770,7 +791,8 @@ fn dockerfile_builds_workspace_binaries_into_a_non_root_image_from_pinned_bases(
         "the image runs as a numeric non-root user (runAsNonRoot can check it): {user}"
     );
     // The chart's pod security matches the image's user.
-    let values = std::fs::read_to_string(repo_root().join("charts/ocm-source/values.yaml")).unwrap();
+    let values =
+        std::fs::read_to_string(repo_root().join("charts/ocm-source/values.yaml")).unwrap();
     assert!(values.contains(&format!("runAsUser: {uid}")));
 }
 
@@ -934,12 +956,19 @@ async fn can(
         .is_some_and(|s| s.allowed)
 }
 
+/// (verb, API group, resource, namespace, name, allowed): one SelfSubjectAccessReview and its
+/// expected answer.
+type Access<'a> = (
+    &'a str,
+    &'a str,
+    &'a str,
+    Option<&'a str>,
+    Option<&'a str>,
+    bool,
+);
+
 /// Assert each (verb, group, resource, namespace, name, allowed) answer.
-async fn assert_access(
-    client: &Client,
-    chart: &str,
-    cases: &[(&str, &str, &str, Option<&str>, Option<&str>, bool)],
-) {
+async fn assert_access(client: &Client, chart: &str, cases: &[Access<'_>]) {
     for (verb, group, resource, namespace, name, allowed) in cases {
         let answer = can(client, verb, group, resource, *namespace, *name).await;
         assert_eq!(
@@ -993,7 +1022,11 @@ where
     Running { stop, task }
 }
 
-async fn wait_profile(profiles: &Api<ClusterProfile>, name: &str, check: impl Fn(&ClusterProfile) -> bool) -> ClusterProfile {
+async fn wait_profile(
+    profiles: &Api<ClusterProfile>,
+    name: &str,
+    check: impl Fn(&ClusterProfile) -> bool,
+) -> ClusterProfile {
     wait_object(profiles, name, &format!("profile {name}"), WAIT, check)
         .await
         .unwrap()
@@ -1056,7 +1089,10 @@ async fn ocm_source_chart_installs_and_runs_with_only_its_rbac() {
     let account = service_account_of(&manifest);
     let client = hub.service_account_client(release, &account).await;
 
-    let cli = OcmCli::try_parse_from(std::iter::once("ocm-source".to_string()).chain(chart_args(&manifest))).unwrap();
+    let cli = OcmCli::try_parse_from(
+        std::iter::once("ocm-source".to_string()).chain(chart_args(&manifest)),
+    )
+    .unwrap();
     assert!(cli.runtime.leader_election, "the chart elects a leader");
     let config = cli.ocm.config().unwrap();
     let settings = adapters::source::SourceSettings {
@@ -1065,10 +1101,16 @@ async fn ocm_source_chart_installs_and_runs_with_only_its_rbac() {
     };
     let mut metrics = Metrics::new(ocm_source::NAME);
     let source_metrics = adapters::source::SourceMetrics::register(&mut metrics);
-    let running = run_in_process(ocm_source::NAME, cli.runtime, client.clone(), metrics, move |context| {
-        let source = ocm_source::OcmSource::new(context.client.clone(), config.clone());
-        adapters::source::run_source(source, settings.clone(), source_metrics.clone(), context)
-    })
+    let running = run_in_process(
+        ocm_source::NAME,
+        cli.runtime,
+        client.clone(),
+        metrics,
+        move |context| {
+            let source = ocm_source::OcmSource::new(context.client.clone(), config.clone());
+            adapters::source::run_source(source, settings.clone(), source_metrics.clone(), context)
+        },
+    )
     .await;
 
     // Main scenario: an accepted, joined ManagedCluster becomes a profile with its bootstrap
@@ -1091,7 +1133,10 @@ async fn ocm_source_chart_installs_and_runs_with_only_its_rbac() {
         ]},
     }))
     .unwrap();
-    clusters.create(&PostParams::default(), &object).await.unwrap();
+    clusters
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap();
     // OCM's registration agent.
     let condition = |t: &str, r: &str| json!({"type": t, "status": "True", "reason": r, "message": t, "lastTransitionTime": "2026-01-01T00:00:00Z"});
     clusters
@@ -1111,26 +1156,43 @@ async fn ocm_source_chart_installs_and_runs_with_only_its_rbac() {
         .unwrap();
     let profiles: Api<ClusterProfile> = Api::namespaced(hub.client.clone(), "fleet");
     let profile = wait_profile(&profiles, cluster, |p| {
-        p.status.as_ref().is_some_and(|s| !s.access_providers.is_empty())
+        p.status
+            .as_ref()
+            .is_some_and(|s| !s.access_providers.is_empty())
     })
     .await;
-    assert_eq!(profile.labels().get("env").map(String::as_str), Some("prod"));
+    assert_eq!(
+        profile.labels().get("env").map(String::as_str),
+        Some("prod")
+    );
     let works: Api<DynamicObject> = Api::namespaced_with(
         hub.client.clone(),
         cluster,
         &ocm_source::bootstrap::manifest_work_resource(),
     );
-    wait_object(&works, "inventory-bridge-bootstrap-inventory-bridge", "ManifestWork", WAIT, |_| true)
-        .await
-        .unwrap();
+    wait_object(
+        &works,
+        "inventory-bridge-bootstrap-inventory-bridge",
+        "ManifestWork",
+        WAIT,
+        |_| true,
+    )
+    .await
+    .unwrap();
     let accounts: Api<DynamicObject> = Api::namespaced_with(
         hub.client.clone(),
         cluster,
         &ocm_source::bootstrap::managed_service_account_resource(),
     );
-    wait_object(&accounts, "inventory-bridge", "ManagedServiceAccount", WAIT, |_| true)
-        .await
-        .unwrap();
+    wait_object(
+        &accounts,
+        "inventory-bridge",
+        "ManagedServiceAccount",
+        WAIT,
+        |_| true,
+    )
+    .await
+    .unwrap();
     // The Lease was taken with the chart's RBAC.
     let leases: Api<k8s_openapi::api::coordination::v1::Lease> =
         Api::namespaced(hub.client.clone(), release);
@@ -1140,7 +1202,10 @@ async fn ocm_source_chart_installs_and_runs_with_only_its_rbac() {
     .await
     .unwrap();
 
-    clusters.delete(cluster, &DeleteParams::default()).await.unwrap();
+    clusters
+        .delete(cluster, &DeleteParams::default())
+        .await
+        .unwrap();
     wait_object_gone(&profiles, cluster, WAIT).await.unwrap();
     wait_object_gone(&works, "inventory-bridge-bootstrap-inventory-bridge", WAIT)
         .await
@@ -1151,23 +1216,121 @@ async fn ocm_source_chart_installs_and_runs_with_only_its_rbac() {
         &client,
         "ocm-source",
         &[
-            ("list", "multicluster.x-k8s.io", "clusterprofiles", None, None, true),
-            ("patch", "multicluster.x-k8s.io", "clusterprofiles", Some("fleet"), None, true),
-            ("patch", "multicluster.x-k8s.io", "clusterprofiles", Some("default"), None, false),
-            ("update", "multicluster.x-k8s.io", "clusterprofiles", Some("fleet"), None, false),
+            (
+                "list",
+                "multicluster.x-k8s.io",
+                "clusterprofiles",
+                None,
+                None,
+                true,
+            ),
+            (
+                "patch",
+                "multicluster.x-k8s.io",
+                "clusterprofiles",
+                Some("fleet"),
+                None,
+                true,
+            ),
+            (
+                "patch",
+                "multicluster.x-k8s.io",
+                "clusterprofiles",
+                Some("default"),
+                None,
+                false,
+            ),
+            (
+                "update",
+                "multicluster.x-k8s.io",
+                "clusterprofiles",
+                Some("fleet"),
+                None,
+                false,
+            ),
             ("get", "", "secrets", Some("fleet"), None, false),
             ("list", "", "secrets", None, None, false),
-            ("get", "", "secrets", Some(cluster), Some("inventory-bridge"), false),
-            ("get", "cluster.open-cluster-management.io", "managedclusters", None, None, false),
-            ("update", "cluster.open-cluster-management.io", "managedclusters", None, None, false),
-            ("list", "cluster.open-cluster-management.io", "managedclustersets", None, None, false),
-            ("create", "events.k8s.io", "events", Some("default"), None, true),
-            ("create", "events.k8s.io", "events", Some("fleet"), None, false),
+            (
+                "get",
+                "",
+                "secrets",
+                Some(cluster),
+                Some("inventory-bridge"),
+                false,
+            ),
+            (
+                "get",
+                "cluster.open-cluster-management.io",
+                "managedclusters",
+                None,
+                None,
+                false,
+            ),
+            (
+                "update",
+                "cluster.open-cluster-management.io",
+                "managedclusters",
+                None,
+                None,
+                false,
+            ),
+            (
+                "list",
+                "cluster.open-cluster-management.io",
+                "managedclustersets",
+                None,
+                None,
+                false,
+            ),
+            (
+                "create",
+                "events.k8s.io",
+                "events",
+                Some("default"),
+                None,
+                true,
+            ),
+            (
+                "create",
+                "events.k8s.io",
+                "events",
+                Some("fleet"),
+                None,
+                false,
+            ),
             ("create", "", "events", Some("default"), None, false),
-            ("update", "coordination.k8s.io", "leases", Some(release), None, false),
-            ("get", "coordination.k8s.io", "leases", Some("default"), None, false),
-            ("create", "rbac.authorization.k8s.io", "clusterrolebindings", None, None, false),
-            ("create", "", "serviceaccounts", Some(cluster), Some("x"), false),
+            (
+                "update",
+                "coordination.k8s.io",
+                "leases",
+                Some(release),
+                None,
+                false,
+            ),
+            (
+                "get",
+                "coordination.k8s.io",
+                "leases",
+                Some("default"),
+                None,
+                false,
+            ),
+            (
+                "create",
+                "rbac.authorization.k8s.io",
+                "clusterrolebindings",
+                None,
+                None,
+                false,
+            ),
+            (
+                "create",
+                "",
+                "serviceaccounts",
+                Some(cluster),
+                Some("x"),
+                false,
+            ),
         ],
     )
     .await;
@@ -1190,7 +1353,9 @@ struct CapiCli {
 #[tokio::test]
 async fn capi_source_chart_installs_and_runs_with_only_its_rbac() {
     let hub = hub("chart-capi").await;
-    install_crds(&hub.client, &[ForeignCrd::CapiCluster]).await.unwrap();
+    install_crds(&hub.client, &[ForeignCrd::CapiCluster])
+        .await
+        .unwrap();
     let member = ControlPlane::start(ControlPlaneOptions::named("chart-capi-member"))
         .await
         .unwrap();
@@ -1210,13 +1375,27 @@ async fn capi_source_chart_installs_and_runs_with_only_its_rbac() {
     let client = hub
         .service_account_client(release, &service_account_of(&manifest))
         .await;
-    let cli = CapiCli::try_parse_from(std::iter::once("capi-source".to_string()).chain(chart_args(&manifest))).unwrap();
+    let cli = CapiCli::try_parse_from(
+        std::iter::once("capi-source".to_string()).chain(chart_args(&manifest)),
+    )
+    .unwrap();
     let mut metrics = Metrics::new(capi_source::NAME);
     let capi_metrics = capi_source::CapiMetrics::register(&mut metrics);
     let capi = cli.capi;
-    let running = run_in_process(capi_source::NAME, cli.runtime, client.clone(), metrics, move |context| {
-        capi_source::run(capi_source::NAME, capi.clone(), capi_metrics.clone(), context)
-    })
+    let running = run_in_process(
+        capi_source::NAME,
+        cli.runtime,
+        client.clone(),
+        metrics,
+        move |context| {
+            capi_source::run(
+                capi_source::NAME,
+                capi.clone(),
+                capi_metrics.clone(),
+                context,
+            )
+        },
+    )
     .await;
 
     // Main scenario: a provisioned Cluster and its kubeconfig Secret (as CAPI writes them) become
@@ -1236,7 +1415,10 @@ async fn capi_source_chart_installs_and_runs_with_only_its_rbac() {
         "spec": {"controlPlaneEndpoint": {"host": "10.11.12.13", "port": 6443}},
     }))
     .unwrap();
-    clusters.create(&PostParams::default(), &cluster).await.unwrap();
+    clusters
+        .create(&PostParams::default(), &cluster)
+        .await
+        .unwrap();
     clusters
         .patch_status(
             "web",
@@ -1280,8 +1462,13 @@ async fn capi_source_chart_installs_and_runs_with_only_its_rbac() {
     let provider = &profile.status.as_ref().unwrap().access_providers[0];
     assert_eq!(provider.cluster.as_ref().unwrap().server, member.server());
 
-    clusters.delete("web", &DeleteParams::default()).await.unwrap();
-    wait_object_gone(&profiles, "capi-clusters-web", WAIT).await.unwrap();
+    clusters
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_object_gone(&profiles, "capi-clusters-web", WAIT)
+        .await
+        .unwrap();
 
     // Minimality: Secrets of the watch namespace only (list/watch, never get), no writes there.
     assert_access(
@@ -1290,19 +1477,75 @@ async fn capi_source_chart_installs_and_runs_with_only_its_rbac() {
         &[
             ("list", "", "secrets", Some("capi-clusters"), None, true),
             ("watch", "", "secrets", Some("capi-clusters"), None, true),
-            ("get", "", "secrets", Some("capi-clusters"), Some("web-kubeconfig"), false),
+            (
+                "get",
+                "",
+                "secrets",
+                Some("capi-clusters"),
+                Some("web-kubeconfig"),
+                false,
+            ),
             ("list", "", "secrets", None, None, false),
             ("list", "", "secrets", Some("elsewhere"), None, false),
             ("list", "", "secrets", Some("fleet"), None, false),
             ("create", "", "secrets", Some("capi-clusters"), None, false),
             ("list", "cluster.x-k8s.io", "clusters", None, None, false),
-            ("patch", "cluster.x-k8s.io", "clusters", Some("capi-clusters"), None, false),
-            ("patch", "multicluster.x-k8s.io", "clusterprofiles", Some("fleet"), None, true),
-            ("patch", "multicluster.x-k8s.io", "clusterprofiles", Some("elsewhere"), None, false),
-            ("get", "controlplane.cluster.x-k8s.io", "kubeadmcontrolplanes", Some("capi-clusters"), None, true),
-            ("list", "controlplane.cluster.x-k8s.io", "kubeadmcontrolplanes", Some("capi-clusters"), None, false),
-            ("create", "events.k8s.io", "events", Some("capi-clusters"), None, true),
-            ("create", "events.k8s.io", "events", Some("elsewhere"), None, false),
+            (
+                "patch",
+                "cluster.x-k8s.io",
+                "clusters",
+                Some("capi-clusters"),
+                None,
+                false,
+            ),
+            (
+                "patch",
+                "multicluster.x-k8s.io",
+                "clusterprofiles",
+                Some("fleet"),
+                None,
+                true,
+            ),
+            (
+                "patch",
+                "multicluster.x-k8s.io",
+                "clusterprofiles",
+                Some("elsewhere"),
+                None,
+                false,
+            ),
+            (
+                "get",
+                "controlplane.cluster.x-k8s.io",
+                "kubeadmcontrolplanes",
+                Some("capi-clusters"),
+                None,
+                true,
+            ),
+            (
+                "list",
+                "controlplane.cluster.x-k8s.io",
+                "kubeadmcontrolplanes",
+                Some("capi-clusters"),
+                None,
+                false,
+            ),
+            (
+                "create",
+                "events.k8s.io",
+                "events",
+                Some("capi-clusters"),
+                None,
+                true,
+            ),
+            (
+                "create",
+                "events.k8s.io",
+                "events",
+                Some("elsewhere"),
+                None,
+                false,
+            ),
         ],
     )
     .await;
@@ -1329,7 +1572,13 @@ struct SveltosCli {
 /// The chart's command line for the in-process adapter: the ConfigMap it mounts is written to
 /// `dir` (as the kubelet would mount it) and its path rewritten; flags the binary does not have
 /// yet (`pending_flags`) are left out.
-async fn sink_args(hub: &Hub, chart: &str, release: &str, manifest: &[Value], dir: &Path) -> Vec<String> {
+async fn sink_args(
+    hub: &Hub,
+    chart: &str,
+    release: &str,
+    manifest: &[Value],
+    dir: &Path,
+) -> Vec<String> {
     let config = Api::<ConfigMap>::namespaced(hub.client.clone(), release)
         .get(&format!("ib-{chart}-config"))
         .await
@@ -1343,17 +1592,27 @@ async fn sink_args(hub: &Hub, chart: &str, release: &str, manifest: &[Value], di
     chart_args(manifest)
         .into_iter()
         .filter(|a| !pending.contains(&a.split('=').next().unwrap()))
-        .map(|a| a.replace("/etc/inventory-bridge/config", &mounted.display().to_string()))
+        .map(|a| {
+            a.replace(
+                "/etc/inventory-bridge/config",
+                &mounted.display().to_string(),
+            )
+        })
         .collect()
 }
 
 #[tokio::test]
 async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
     let hub = hub("chart-sveltos").await;
-    install_crd(&hub.client, adapters::crd::cluster_profile_crd()).await.unwrap();
-    install_crds(&hub.client, &[ForeignCrd::SveltosCluster, ForeignCrd::ManagedCluster])
+    install_crd(&hub.client, adapters::crd::cluster_profile_crd())
         .await
         .unwrap();
+    install_crds(
+        &hub.client,
+        &[ForeignCrd::SveltosCluster, ForeignCrd::ManagedCluster],
+    )
+    .await
+    .unwrap();
     let member = ControlPlane::start(ControlPlaneOptions::named("chart-sveltos-member"))
         .await
         .unwrap();
@@ -1375,7 +1634,8 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
         .await;
     let dir = scratch("sveltos-run");
     let args = sink_args(&hub, "sveltos-sink", release, &manifest, &dir).await;
-    let cli = SveltosCli::try_parse_from(std::iter::once("sveltos-sink".to_string()).chain(args)).unwrap();
+    let cli = SveltosCli::try_parse_from(std::iter::once("sveltos-sink".to_string()).chain(args))
+        .unwrap();
     let options = cli
         .sink
         .resolve::<sveltos_sink::SveltosSink>(cli.sveltos_namespace.clone())
@@ -1386,9 +1646,15 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
     let sink = std::sync::Arc::new(sveltos_sink::SveltosSink {
         property_labels: cli.property_labels,
     });
-    let running = run_in_process(sveltos_sink::NAME, cli.runtime, client.clone(), metrics, move |context| {
-        adapters::sink::run(sink.clone(), options.clone(), sink_metrics.clone(), context)
-    })
+    let running = run_in_process(
+        sveltos_sink::NAME,
+        cli.runtime,
+        client.clone(),
+        metrics,
+        move |context| {
+            adapters::sink::run(sink.clone(), options.clone(), sink_metrics.clone(), context)
+        },
+    )
     .await;
 
     // Main scenario: a profile whose bootstrap provider (capi-source's `cluster-api`, served by
@@ -1423,7 +1689,10 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
             name: Some("web".into()),
             namespace: Some("fleet".into()),
             labels: Some(BTreeMap::from([
-                ("x-k8s.io/cluster-manager".to_string(), "cluster-api".to_string()),
+                (
+                    "x-k8s.io/cluster-manager".to_string(),
+                    "cluster-api".to_string(),
+                ),
                 ("env".to_string(), "prod".to_string()),
             ])),
             ..ObjectMeta::default()
@@ -1436,7 +1705,10 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
         },
         status: None,
     };
-    profiles.create(&PostParams::default(), &profile).await.unwrap();
+    profiles
+        .create(&PostParams::default(), &profile)
+        .await
+        .unwrap();
     profiles
         .patch_status(
             "web",
@@ -1456,16 +1728,29 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
     let (_, username) = harness::sveltos_registration(&hub.client, "fleet", "web")
         .await
         .unwrap();
-    assert_eq!(username, "system:serviceaccount:projectsveltos:projectsveltos");
+    assert_eq!(
+        username,
+        "system:serviceaccount:projectsveltos:projectsveltos"
+    );
     let sveltos_clusters: Api<DynamicObject> = Api::namespaced_with(
         hub.client.clone(),
         "fleet",
-        &ApiResource::from_gvk(&GroupVersionKind::gvk("lib.projectsveltos.io", "v1beta1", "SveltosCluster")),
+        &ApiResource::from_gvk(&GroupVersionKind::gvk(
+            "lib.projectsveltos.io",
+            "v1beta1",
+            "SveltosCluster",
+        )),
     );
     let registered = sveltos_clusters.get("web").await.unwrap();
-    assert_eq!(registered.labels().get("env").map(String::as_str), Some("prod"));
+    assert_eq!(
+        registered.labels().get("env").map(String::as_str),
+        Some("prod")
+    );
 
-    profiles.delete("web", &DeleteParams::default()).await.unwrap();
+    profiles
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
     harness::wait_sveltos_registration_revoked(&hub.client, "fleet", "web", &member)
         .await
         .unwrap();
@@ -1476,10 +1761,38 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
         &client,
         "sveltos-sink",
         &[
-            ("create", "lib.projectsveltos.io", "sveltosclusters", Some("fleet"), None, true),
-            ("create", "lib.projectsveltos.io", "sveltosclusters", Some("elsewhere"), None, false),
-            ("update", "lib.projectsveltos.io", "sveltosclusters", Some("fleet"), None, false),
-            ("patch", "lib.projectsveltos.io", "sveltosclusters/status", Some("fleet"), None, false),
+            (
+                "create",
+                "lib.projectsveltos.io",
+                "sveltosclusters",
+                Some("fleet"),
+                None,
+                true,
+            ),
+            (
+                "create",
+                "lib.projectsveltos.io",
+                "sveltosclusters",
+                Some("elsewhere"),
+                None,
+                false,
+            ),
+            (
+                "update",
+                "lib.projectsveltos.io",
+                "sveltosclusters",
+                Some("fleet"),
+                None,
+                false,
+            ),
+            (
+                "patch",
+                "lib.projectsveltos.io",
+                "sveltosclusters/status",
+                Some("fleet"),
+                None,
+                false,
+            ),
         ],
     )
     .await;
@@ -1497,20 +1810,83 @@ async fn assert_sink_minimal(client: &Client, chart: &str, release: &str, target
         chart,
         &[
             // Profiles: only in the inventory; watch with list (never one without the other).
-            ("list", "multicluster.x-k8s.io", "clusterprofiles", Some("fleet"), None, true),
-            ("watch", "multicluster.x-k8s.io", "clusterprofiles", Some("fleet"), None, true),
-            ("patch", "multicluster.x-k8s.io", "clusterprofiles", Some("fleet"), None, true),
-            ("list", "multicluster.x-k8s.io", "clusterprofiles", None, None, false),
-            ("list", "multicluster.x-k8s.io", "clusterprofiles", Some("elsewhere"), None, false),
-            ("patch", "multicluster.x-k8s.io", "clusterprofiles/status", Some("fleet"), None, false),
-            ("delete", "multicluster.x-k8s.io", "clusterprofiles", Some("fleet"), None, false),
+            (
+                "list",
+                "multicluster.x-k8s.io",
+                "clusterprofiles",
+                Some("fleet"),
+                None,
+                true,
+            ),
+            (
+                "watch",
+                "multicluster.x-k8s.io",
+                "clusterprofiles",
+                Some("fleet"),
+                None,
+                true,
+            ),
+            (
+                "patch",
+                "multicluster.x-k8s.io",
+                "clusterprofiles",
+                Some("fleet"),
+                None,
+                true,
+            ),
+            (
+                "list",
+                "multicluster.x-k8s.io",
+                "clusterprofiles",
+                None,
+                None,
+                false,
+            ),
+            (
+                "list",
+                "multicluster.x-k8s.io",
+                "clusterprofiles",
+                Some("elsewhere"),
+                None,
+                false,
+            ),
+            (
+                "patch",
+                "multicluster.x-k8s.io",
+                "clusterprofiles/status",
+                Some("fleet"),
+                None,
+                false,
+            ),
+            (
+                "delete",
+                "multicluster.x-k8s.io",
+                "clusterprofiles",
+                Some("fleet"),
+                None,
+                false,
+            ),
             // Bootstrap Secrets: get by name in the inventory and the allowed namespaces only.
             ("get", "", "secrets", Some("fleet"), Some("any"), true),
-            ("get", "", "secrets", Some("capi-clusters"), Some("web-kubeconfig"), true),
+            (
+                "get",
+                "",
+                "secrets",
+                Some("capi-clusters"),
+                Some("web-kubeconfig"),
+                true,
+            ),
             ("list", "", "secrets", Some("capi-clusters"), None, false),
             ("watch", "", "secrets", Some("capi-clusters"), None, false),
             ("get", "", "secrets", Some("elsewhere"), Some("any"), false),
-            ("get", "", "secrets", Some("kube-system"), Some("any"), false),
+            (
+                "get",
+                "",
+                "secrets",
+                Some("kube-system"),
+                Some("any"),
+                false,
+            ),
             ("list", "", "secrets", None, None, false),
             // Its own Secrets where it writes.
             ("create", "", "secrets", Some(target), None, true),
@@ -1518,18 +1894,74 @@ async fn assert_sink_minimal(client: &Client, chart: &str, release: &str, target
             ("update", "", "secrets", Some(target), None, false),
             ("create", "", "secrets", Some("capi-clusters"), None, false),
             // OCM: read a ManagedCluster's endpoint, nothing else.
-            ("get", "cluster.open-cluster-management.io", "managedclusters", None, Some("spoke"), true),
-            ("list", "cluster.open-cluster-management.io", "managedclusters", None, None, false),
+            (
+                "get",
+                "cluster.open-cluster-management.io",
+                "managedclusters",
+                None,
+                Some("spoke"),
+                true,
+            ),
+            (
+                "list",
+                "cluster.open-cluster-management.io",
+                "managedclusters",
+                None,
+                None,
+                false,
+            ),
             // Events on profiles; its Lease.
-            ("create", "events.k8s.io", "events", Some("fleet"), None, true),
-            ("create", "events.k8s.io", "events", Some("elsewhere"), None, false),
-            ("patch", "coordination.k8s.io", "leases", Some(release), None, true),
-            ("delete", "coordination.k8s.io", "leases", Some(release), None, false),
+            (
+                "create",
+                "events.k8s.io",
+                "events",
+                Some("fleet"),
+                None,
+                true,
+            ),
+            (
+                "create",
+                "events.k8s.io",
+                "events",
+                Some("elsewhere"),
+                None,
+                false,
+            ),
+            (
+                "patch",
+                "coordination.k8s.io",
+                "leases",
+                Some(release),
+                None,
+                true,
+            ),
+            (
+                "delete",
+                "coordination.k8s.io",
+                "leases",
+                Some(release),
+                None,
+                false,
+            ),
             // Nothing else.
             ("get", "", "configmaps", Some("fleet"), None, false),
             ("create", "", "serviceaccounts", Some("fleet"), None, false),
-            ("create", "", "serviceaccounts/token", Some(release), None, false),
-            ("create", "rbac.authorization.k8s.io", "rolebindings", Some("fleet"), None, false),
+            (
+                "create",
+                "",
+                "serviceaccounts/token",
+                Some(release),
+                None,
+                false,
+            ),
+            (
+                "create",
+                "rbac.authorization.k8s.io",
+                "rolebindings",
+                Some("fleet"),
+                None,
+                false,
+            ),
         ],
     )
     .await;
@@ -1541,7 +1973,12 @@ async fn install_only(chart: &str, target: &str, sets: &[&str]) {
     let hub = hub(&format!("chart-{chart}")).await;
     let release = "inventory-bridge";
     for ns in ["fleet", "capi-clusters", "elsewhere", target] {
-        if Api::<Namespace>::all(hub.client.clone()).get_opt(ns).await.unwrap().is_none() {
+        if Api::<Namespace>::all(hub.client.clone())
+            .get_opt(ns)
+            .await
+            .unwrap()
+            .is_none()
+        {
             namespace(&hub.client, ns).await;
         }
     }
@@ -1553,10 +1990,13 @@ async fn install_only(chart: &str, target: &str, sets: &[&str]) {
     assert_sink_minimal(&client, chart, release, target).await;
     // The RBAC in force is the chart's: every Role and ClusterRole it rendered exists.
     for object in kind(&manifest, "Role") {
-        Api::<Role>::namespaced(hub.client.clone(), object["metadata"]["namespace"].as_str().unwrap())
-            .get(object["metadata"]["name"].as_str().unwrap())
-            .await
-            .unwrap();
+        Api::<Role>::namespaced(
+            hub.client.clone(),
+            object["metadata"]["namespace"].as_str().unwrap(),
+        )
+        .get(object["metadata"]["name"].as_str().unwrap())
+        .await
+        .unwrap();
     }
     for object in kind(&manifest, "ClusterRole") {
         Api::<ClusterRole>::all(hub.client.clone())
