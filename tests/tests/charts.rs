@@ -1741,7 +1741,10 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
             "SveltosCluster",
         )),
     );
-    let registered = sveltos_clusters.get("web").await.unwrap();
+    // The Secret is applied before the SveltosCluster: wait for the latter too.
+    let registered = wait_object(&sveltos_clusters, "web", "SveltosCluster", WAIT, |_| true)
+        .await
+        .unwrap();
     assert_eq!(
         registered.labels().get("env").map(String::as_str),
         Some("prod")
