@@ -85,9 +85,18 @@ fn scratch(name: &str) -> PathBuf {
     dir
 }
 
-fn offline_helm() -> (Helm, PathBuf) {
+/// A scratch directory removed when dropped.
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn offline_helm() -> (Helm, Scratch) {
     let dir = scratch("offline");
-    (Helm::offline(&dir).unwrap(), dir)
+    (Helm::offline(&dir).unwrap(), Scratch(dir))
 }
 
 /// `helm template` of `chart` as release `release` in `namespace` with values files and `--set`s.
@@ -805,7 +814,7 @@ struct Hub {
     plane: ControlPlane,
     client: Client,
     helm: Helm,
-    _dir: PathBuf,
+    _dir: Scratch,
 }
 
 async fn hub(name: &str) -> Hub {
@@ -819,7 +828,7 @@ async fn hub(name: &str) -> Hub {
         plane,
         client,
         helm,
-        _dir: dir,
+        _dir: Scratch(dir),
     }
 }
 
@@ -1632,8 +1641,8 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
     let client = hub
         .service_account_client(release, &service_account_of(&manifest))
         .await;
-    let dir = scratch("sveltos-run");
-    let args = sink_args(&hub, "sveltos-sink", release, &manifest, &dir).await;
+    let dir = Scratch(scratch("sveltos-run"));
+    let args = sink_args(&hub, "sveltos-sink", release, &manifest, &dir.0).await;
     let cli = SveltosCli::try_parse_from(std::iter::once("sveltos-sink".to_string()).chain(args))
         .unwrap();
     let options = cli
