@@ -18,6 +18,10 @@ toolchain: ## Check Rust and Go are there; add rustfmt/clippy when rustup can
 controlplane: toolchain ## Build (once, cached) the etcd + kube-apiserver + kube-controller-manager binary
 	@bash tests/controlplane/build.sh >/dev/null
 
+.PHONY: helm
+helm: toolchain ## Build (once, cached) Helm from its Go module (tests/helm) and print its path
+	@bash tests/helm/build.sh
+
 .PHONY: crds
 crds: ## Regenerate the committed ClusterProfile CRD from the Rust types
 	$(CARGO) run -q -p adapters --example crdgen charts/crds/multicluster.x-k8s.io_clusterprofiles.yaml
@@ -28,8 +32,13 @@ lint: toolchain ## cargo fmt --check and clippy with warnings denied
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 
 .PHONY: test
-test: lint controlplane ## Everything: lint, unit tests, and integration tests on real control planes
+test: lint controlplane helm-quiet ## Everything: lint, unit tests, and integration tests on real control planes
+	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
+
+.PHONY: helm-quiet
+helm-quiet: toolchain
+	@bash tests/helm/build.sh >/dev/null
 
 .PHONY: demo
 demo: controlplane ## Start a local hub and two members and print how to reach them (Ctrl-C stops)

@@ -16,6 +16,7 @@ pub mod binary;
 pub mod controlplane;
 pub mod crds;
 pub mod fleet;
+pub mod helm;
 pub mod pki;
 mod process;
 
