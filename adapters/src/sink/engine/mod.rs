@@ -277,9 +277,17 @@ pub async fn run<S: Sink>(
     let readiness = context.readiness.clone();
     let ready_stores = stores.clone();
     tokio::spawn(async move {
+        // The controller waits on the same stores, and a store wakes only its latest waiter: poll
+        // with a timeout instead of waiting once (a ready store answers at once, forever).
         for store in ready_stores {
-            if store.wait_until_ready().await.is_err() {
-                return;
+            loop {
+                match tokio::time::timeout(Duration::from_millis(500), store.wait_until_ready())
+                    .await
+                {
+                    Ok(Ok(())) => break,
+                    Ok(Err(_)) => return,
+                    Err(_) => continue,
+                }
             }
         }
         readiness.mark_synced();

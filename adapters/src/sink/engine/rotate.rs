@@ -35,7 +35,7 @@ enum Published {
     /// A registration to keep using.
     Adoptable(Box<Registration>),
     /// A registration that must be replaced (its record names what to retire, if different).
-    Stale(Record),
+    Stale(Box<Record>),
     /// Nothing published.
     Nothing,
 }
@@ -96,7 +96,7 @@ impl<S: Sink> Engine<S> {
                     info!(profile = %format!("{}/{}", key.0, key.1), renew_at = %registration.renew_at, "adopted the published registration");
                     return Ok((*registration, Fresh::Adopted, None));
                 }
-                Published::Stale(record) => previous = Some(record),
+                Published::Stale(record) => previous = Some(*record),
                 Published::Nothing => {}
             },
         }
@@ -133,13 +133,13 @@ impl<S: Sink> Engine<S> {
             return Ok(Published::Nothing);
         };
         let (Some(expires), Some(renew)) = (record.expires(), record.renew()) else {
-            return Ok(Published::Stale(record));
+            return Ok(Published::Stale(Box::new(record)));
         };
         if record.fingerprint != fingerprint || now >= renew || now >= expires {
-            return Ok(Published::Stale(record));
+            return Ok(Published::Stale(Box::new(record)));
         }
         let Some(token) = self.sink.published_token(&secret) else {
-            return Ok(Published::Stale(record));
+            return Ok(Published::Stale(Box::new(record)));
         };
         let credential = credential_of(
             &record,
@@ -162,7 +162,7 @@ impl<S: Sink> Engine<S> {
                 next_verify: now,
                 ..registration
             }))),
-            Err(_) => Ok(Published::Stale(record)),
+            Err(_) => Ok(Published::Stale(Box::new(record))),
         }
     }
 
