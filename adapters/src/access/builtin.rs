@@ -310,9 +310,17 @@ impl Resolver<'_> {
         self.check_allowed(entry, request, namespace)?;
         // The endpoint OCM records for the cluster whose hub namespace holds the token. Without
         // that record nothing vouches for any server, whatever namespace the Secret is in.
-        let cluster = self.managed_cluster(&entry.name, namespace).await?;
+        // `{name, namespace}` (ocm-source's form): the ManagedCluster whose hub namespace holds the
+        // Secret; `{clusterName}` (upstream secretreader's form, Secret in an operator-chosen
+        // namespace): the ManagedCluster of that name.
+        let record = if config.name.is_some() {
+            namespace
+        } else {
+            name
+        };
+        let cluster = self.managed_cluster(&entry.name, record).await?;
         if cluster.is_none() && purpose == Purpose::Mint {
-            return Err(not_a_cluster_namespace(entry, namespace));
+            return Err(not_a_cluster_namespace(entry, record));
         }
         let secret = self.secret(&entry.name, namespace, name).await?;
         if secret.labels().get(MSA_SECRET_LABEL).map(String::as_str) != Some("true") {
@@ -331,7 +339,7 @@ impl Resolver<'_> {
             AccessError::EndpointMismatch {
                 provider: entry.name.clone(),
                 message: format!(
-                    "the profile names server {:?}, which ManagedCluster {namespace} does not list in spec.managedClusterClientConfigs",
+                    "the profile names server {:?}, which ManagedCluster {record} does not list in spec.managedClusterClientConfigs",
                     advertised.server
                 ),
             }

@@ -233,6 +233,13 @@ pub async fn run<S: Sink>(
             }
         }
     };
+    // The trust boundary starts here: no inventory named means none served, unless the operator
+    // explicitly chose every namespace (options built in code skip the flag checks).
+    if !options.all_namespaces && options.inventory_namespaces.is_empty() {
+        return Err(Error::Config(
+            "no inventory to serve: name one with --inventory-namespace, or choose --all-namespaces".into(),
+        ));
+    }
     info!(
         sink = S::NAME,
         instance = %options.instance,
@@ -301,7 +308,7 @@ pub async fn run<S: Sink>(
 impl<S: Sink> Engine<S> {
     /// The watch scopes: each served inventory, or everything.
     fn scopes(&self) -> Vec<Option<String>> {
-        if self.options.all_namespaces || self.options.inventory_namespaces.is_empty() {
+        if self.options.all_namespaces {
             vec![None]
         } else {
             self.options

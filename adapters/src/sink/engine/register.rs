@@ -389,6 +389,13 @@ impl<S: Sink> Engine<S> {
             .iter()
             .flat_map(|s| s.state())
             .filter(|o| o.metadata.deletion_timestamp.is_none())
+            .filter(|o| {
+                // Only trusted profiles take part in duplicate decisions, so only they count.
+                !o.labels().contains_key(LABEL_INVENTORY_MEMBER_ID)
+                    || parse_profile(o)
+                        .ok()
+                        .is_some_and(|p| access::choose(&self.options.providers, &p).is_ok())
+            })
             .map(|o| candidate(&o))
             .collect();
         duplicates::count_groups(&candidates)
