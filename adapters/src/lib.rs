@@ -9,6 +9,7 @@ pub mod kubeconfig_secret;
 pub mod member_reads;
 pub mod names;
 pub mod profile;
+pub mod retry;
 pub mod runtime;
 pub mod served_versions;
 pub mod source;
