@@ -93,9 +93,13 @@ mod tests {
     #[test]
     fn jitter_spreads_objects_and_attempts() {
         let max = Duration::from_secs(300);
-        let delays: std::collections::BTreeSet<Duration> =
-            (0..50).map(|i| backoff(3, max, &format!("obj-{i}"))).collect();
-        assert!(delays.len() > 40, "objects failing together must not retry together");
+        let delays: std::collections::BTreeSet<Duration> = (0..50)
+            .map(|i| backoff(3, max, &format!("obj-{i}")))
+            .collect();
+        assert!(
+            delays.len() > 40,
+            "objects failing together must not retry together"
+        );
         // The same object's successive delays are not one fixed ratio apart.
         let ratios: std::collections::BTreeSet<u64> = (1..8)
             .map(|n| {
@@ -113,7 +117,10 @@ mod tests {
         let a2 = retries.failed("a");
         let b1 = retries.failed("b");
         assert!(a2 > a1, "{a1:?} then {a2:?}");
-        assert!(b1 < Duration::from_secs(3), "another object starts low: {b1:?}");
+        assert!(
+            b1 < Duration::from_secs(3),
+            "another object starts low: {b1:?}"
+        );
         assert_eq!(retries.failures("a"), 2);
         retries.succeeded("a");
         assert_eq!(retries.failures("a"), 0);

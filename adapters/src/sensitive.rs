@@ -47,19 +47,36 @@ pub fn redact_credential_like(text: &str) -> String {
     fn keyword(word: &str) -> Option<bool> {
         // Some(true): whatever follows is the secret; Some(false): only a token-like value is.
         let lower = word.trim_end_matches([':', '=']).to_ascii_lowercase();
-        if ["password", "passwd", "pwd", "bearer", "basic", "authorization"]
-            .iter()
-            .any(|k| lower.ends_with(k))
+        if [
+            "password",
+            "passwd",
+            "pwd",
+            "bearer",
+            "basic",
+            "authorization",
+        ]
+        .iter()
+        .any(|k| lower.ends_with(k))
         {
             return Some(true);
         }
-        ["token", "secret", "apikey", "api-key", "api_key", "key", "credential", "credentials"]
-            .iter()
-            .any(|k| lower.ends_with(k))
-            .then_some(false)
+        [
+            "token",
+            "secret",
+            "apikey",
+            "api-key",
+            "api_key",
+            "key",
+            "credential",
+            "credentials",
+        ]
+        .iter()
+        .any(|k| lower.ends_with(k))
+        .then_some(false)
     }
     fn token_like(word: &str) -> bool {
-        word.chars().any(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+        word.chars()
+            .any(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
             || word.contains(['+', '/', '=', '_'])
     }
     fn random_looking(word: &str) -> bool {
@@ -167,7 +184,10 @@ mod tests {
                 "Authorization: Bearer s3cr3t",
                 "Authorization: Bearer [redacted]",
             ),
-            ("header Authorization: Basic dXNlcg", "header Authorization: Basic [redacted]"),
+            (
+                "header Authorization: Basic dXNlcg",
+                "header Authorization: Basic [redacted]",
+            ),
             ("api_key = Zx81Kq", "api_key = [redacted]"),
             ("client-secret: Qw7", "client-secret: [redacted]"),
             ("session aB3dE5gH7jK9mN1p", "session [redacted]"),

@@ -38,10 +38,10 @@ use tracing::{debug, info, warn};
 
 use crate::apply::ApplyOutcome;
 use crate::error::{Category, Error, kube_category};
-use crate::retry::Retries;
 use crate::profile::{
     ClusterManager, ClusterProfile, ClusterProfileSpec, ClusterProfileStatus, LABEL_CLUSTER_MANAGER,
 };
+use crate::retry::Retries;
 use crate::runtime::{LeaderContext, Metrics};
 
 /// Label on every object a source adapter creates: the adapter's name. Only objects carrying it

@@ -8,21 +8,34 @@ use std::path::Path;
 use std::time::Duration;
 
 use harness::adapter_process::AdapterProcess;
-use harness::{ControlPlane, ControlPlaneOptions, ForeignCrd, install_crd, install_crds, test_namespace};
+use harness::{
+    ControlPlane, ControlPlaneOptions, ForeignCrd, install_crd, install_crds, test_namespace,
+};
 
 #[tokio::test]
 async fn the_binary_becomes_healthy_and_ready() {
-    let hub = ControlPlane::start(ControlPlaneOptions::named("hub")).await.unwrap();
+    let hub = ControlPlane::start(ControlPlaneOptions::named("hub"))
+        .await
+        .unwrap();
     let client = hub.client().await.unwrap();
     install_crd(&client, adapters::crd::cluster_profile_crd())
         .await
         .unwrap();
-    install_crds(&client, &[ForeignCrd::CapiCluster, ForeignCrd::ClusterProperty]).await.unwrap();
+    install_crds(
+        &client,
+        &[ForeignCrd::CapiCluster, ForeignCrd::ClusterProperty],
+    )
+    .await
+    .unwrap();
     let inventory = test_namespace(&client, "inventory").await.unwrap();
     let mut adapter = AdapterProcess::start(
         Path::new(env!("CARGO_BIN_EXE_capi-source")),
         &hub,
-        &["--inventory-namespace", &inventory, "--leader-election=false"],
+        &[
+            "--inventory-namespace",
+            &inventory,
+            "--leader-election=false",
+        ],
     )
     .unwrap();
     adapter

@@ -8,16 +8,22 @@ use std::path::Path;
 use std::time::Duration;
 
 use harness::adapter_process::AdapterProcess;
-use harness::{ControlPlane, ControlPlaneOptions, ForeignCrd, install_crd, install_crds, test_namespace};
+use harness::{
+    ControlPlane, ControlPlaneOptions, ForeignCrd, install_crd, install_crds, test_namespace,
+};
 
 #[tokio::test]
 async fn the_binary_becomes_healthy_and_ready() {
-    let hub = ControlPlane::start(ControlPlaneOptions::named("hub")).await.unwrap();
+    let hub = ControlPlane::start(ControlPlaneOptions::named("hub"))
+        .await
+        .unwrap();
     let client = hub.client().await.unwrap();
     install_crd(&client, adapters::crd::cluster_profile_crd())
         .await
         .unwrap();
-    install_crds(&client, &[ForeignCrd::SveltosCluster]).await.unwrap();
+    install_crds(&client, &[ForeignCrd::SveltosCluster])
+        .await
+        .unwrap();
     let inventory = test_namespace(&client, "inventory").await.unwrap();
     // One profile the sink cannot register (no access provider): readiness is about watches
     // being synced, not about every profile converging.
@@ -38,7 +44,11 @@ async fn the_binary_becomes_healthy_and_ready() {
     let mut adapter = AdapterProcess::start(
         Path::new(env!("CARGO_BIN_EXE_sveltos-sink")),
         &hub,
-        &["--inventory-namespace", &inventory, "--leader-election=false"],
+        &[
+            "--inventory-namespace",
+            &inventory,
+            "--leader-election=false",
+        ],
     )
     .unwrap();
     adapter

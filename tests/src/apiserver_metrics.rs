@@ -7,7 +7,14 @@ use crate::Result;
 /// HTTP method (`POST` = create, `PUT` = update), `APPLY` for server-side apply and
 /// `DELETECOLLECTION`; there is no `CREATE` or `UPDATE` verb in this metric (proved by
 /// `tests/tests/harness.rs`).
-pub const WRITE_VERBS: &[&str] = &["APPLY", "PATCH", "PUT", "POST", "DELETE", "DELETECOLLECTION"];
+pub const WRITE_VERBS: &[&str] = &[
+    "APPLY",
+    "PATCH",
+    "PUT",
+    "POST",
+    "DELETE",
+    "DELETECOLLECTION",
+];
 
 /// Requests with one of `verbs` on `resource` (plural, e.g. `clusterprofiles`) served so far.
 pub async fn request_count(client: &kube::Client, verbs: &[&str], resource: &str) -> Result<u64> {

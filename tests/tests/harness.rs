@@ -476,14 +476,13 @@ async fn apiserver_request_total_names_every_write_verb() {
     )
     .await
     .unwrap();
-    let mut applied = template("b");
-    applied.types = Some(kube::core::TypeMeta {
-        api_version: "v1".into(),
-        kind: "PodTemplate".into(),
-    });
-    api.patch("b", &PatchParams::apply("verbs-test"), &Patch::Apply(&applied))
-        .await
-        .unwrap();
+    api.patch(
+        "b",
+        &PatchParams::apply("verbs-test"),
+        &Patch::Apply(&template("b")),
+    )
+    .await
+    .unwrap();
     api.delete("a", &DeleteParams::default()).await.unwrap();
     api.delete_collection(&DeleteParams::default(), &ListParams::default())
         .await

@@ -57,7 +57,7 @@ async fn replica_identity(client: &kube::Client, namespace: &str, name: &str) ->
             &RoleBinding {
                 metadata: meta(name, namespace),
                 role_ref: RoleRef {
-                    api_group: "rbac.authorization.k8s.io".into(),
+                    api_group: Some("rbac.authorization.k8s.io".into()),
                     kind: "Role".into(),
                     name: "probe".into(),
                 },
@@ -167,9 +167,13 @@ async fn a_paused_leader_writes_nothing_after_the_standby_took_over() {
             }
         }
     };
-    wait_for(Duration::from_secs(60), "replica-a leads", writer("replica-a"))
-        .await
-        .unwrap_or_else(|err| panic!("{err}\n{}", a.log_tail(30)));
+    wait_for(
+        Duration::from_secs(60),
+        "replica-a leads",
+        writer("replica-a"),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", a.log_tail(30)));
     let mut b = start("replica-b", &token_b);
     b.wait_http("/readyz", 200, Duration::from_secs(30))
         .await
@@ -177,9 +181,13 @@ async fn a_paused_leader_writes_nothing_after_the_standby_took_over() {
 
     // Pause the leader for longer than its lease: the standby takes over.
     a.process().signal(libc::SIGSTOP).unwrap();
-    wait_for(Duration::from_secs(60), "replica-b takes over", writer("replica-b"))
-        .await
-        .unwrap_or_else(|err| panic!("{err}\n{}", b.log_tail(30)));
+    wait_for(
+        Duration::from_secs(60),
+        "replica-b takes over",
+        writer("replica-b"),
+    )
+    .await
+    .unwrap_or_else(|err| panic!("{err}\n{}", b.log_tail(30)));
     // Resume the old leader while the new one writes: its overdue timers fire at once.
     tokio::time::sleep(Duration::from_secs(2)).await;
     a.process().signal(libc::SIGCONT).unwrap();
@@ -203,10 +211,7 @@ async fn a_paused_leader_writes_nothing_after_the_standby_took_over() {
 
     let events = hub.audit_events().unwrap();
     let in_namespace = |e: &&harness::controlplane::AuditEvent| {
-        e.object_ref
-            .as_ref()
-            .and_then(|o| o.namespace.as_deref())
-            == Some(namespace.as_str())
+        e.object_ref.as_ref().and_then(|o| o.namespace.as_deref()) == Some(namespace.as_str())
     };
     // The takeover: the first write the new leader's identity got accepted (its lease grab).
     let takeover = events
@@ -224,7 +229,11 @@ async fn a_paused_leader_writes_nothing_after_the_standby_took_over() {
     let before = from_a
         .iter()
         .filter(|e| e.received().is_some_and(|t| t < takeover))
-        .filter(|e| e.object_ref.as_ref().is_some_and(|o| o.resource == "configmaps"))
+        .filter(|e| {
+            e.object_ref
+                .as_ref()
+                .is_some_and(|o| o.resource == "configmaps")
+        })
         .count();
     assert!(before > 0, "replica-a wrote heartbeats while it led");
     let after: Vec<String> = from_a

@@ -185,8 +185,8 @@ async fn configmap_writes(client: &kube::Client) -> u64 {
         harness::apiserver_metrics::WRITE_VERBS,
         "configmaps",
     )
-        .await
-        .unwrap()
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

@@ -414,7 +414,9 @@ async fn start_with(
 async fn token_without_profile_writes(admin: &Client, namespace: &str) -> String {
     use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
     use k8s_openapi::api::core::v1::ServiceAccount;
-    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+    use k8s_openapi::api::rbac::v1::{
+        ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject,
+    };
     let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
         api_groups: Some(vec![group.into()]),
         resources: Some(vec![resource.into()]),
@@ -431,7 +433,11 @@ async fn token_without_profile_writes(admin: &Client, namespace: &str) -> String
                     ..ObjectMeta::default()
                 },
                 rules: Some(vec![
-                    rule("multicluster.x-k8s.io", "clusterprofiles", &["get", "list", "watch"]),
+                    rule(
+                        "multicluster.x-k8s.io",
+                        "clusterprofiles",
+                        &["get", "list", "watch"],
+                    ),
                     rule("", "configmaps", &["get", "list", "watch"]),
                     rule("events.k8s.io", "events", &["create", "patch"]),
                 ]),
@@ -464,7 +470,7 @@ async fn token_without_profile_writes(admin: &Client, namespace: &str) -> String
                     ..ObjectMeta::default()
                 },
                 role_ref: RoleRef {
-                    api_group: "rbac.authorization.k8s.io".into(),
+                    api_group: Some("rbac.authorization.k8s.io".into()),
                     kind: "ClusterRole".into(),
                     name,
                 },
@@ -538,9 +544,11 @@ async fn a_fleet_wide_403_is_retried_with_backoff_per_object() {
     let refused = &refused;
     let base = refused().await;
     let (running, _) = start_with(client, &sources, &inventory, 300).await;
-    wait_for(Duration::from_secs(30), "first refused applies", || async move {
-        Ok((refused().await > base).then_some(()))
-    })
+    wait_for(
+        Duration::from_secs(30),
+        "first refused applies",
+        || async move { Ok((refused().await > base).then_some(())) },
+    )
     .await
     .unwrap();
     tokio::time::sleep(Duration::from_secs(20)).await;
@@ -612,7 +620,9 @@ async fn healthz_fails_while_watches_are_stuck_and_never_for_a_quiet_watch() {
     assert!(body.contains("watches failing"), "{body}");
     let (_, metrics) = status("/metrics").await;
     assert!(
-        metrics.contains("inventory_bridge_watch_errors_total{adapter=\"test-source\",category=\"kube-api\"}"),
+        metrics.contains(
+            "inventory_bridge_watch_errors_total{adapter=\"test-source\",category=\"kube-api\"}"
+        ),
         "{metrics}"
     );
 

@@ -109,7 +109,7 @@ impl Term {
 }
 
 fn now_ms() -> i64 {
-    i64::try_from(Timestamp::now().as_millisecond()).unwrap_or(i64::MAX)
+    Timestamp::now().as_millisecond()
 }
 
 /// Safety margin taken off the lease's expiry: replicas compare the Lease's `renewTime` with
@@ -162,7 +162,12 @@ impl tower_service::Service<http::Request<Body>> for WriteGate {
             return Box::pin(async { Err(Box::new(NotLeader) as BoxError) });
         }
         let inner = self.inner.clone();
-        Box::pin(async move { inner.send(request).await.map_err(|err| Box::new(err) as BoxError) })
+        Box::pin(async move {
+            inner
+                .send(request)
+                .await
+                .map_err(|err| Box::new(err) as BoxError)
+        })
     }
 }
 
@@ -203,7 +208,7 @@ pub(crate) async fn guard_term(
                         let lease_ms = spec
                             .lease_duration_seconds
                             .map_or(default_ms, |s| i64::from(s).saturating_mul(1000));
-                        let renewed_ms = i64::try_from(renewed.0.as_millisecond()).unwrap_or(0);
+                        let renewed_ms = renewed.0.as_millisecond();
                         term.extend_to(renewed_ms.saturating_add(lease_ms).saturating_sub(margin_ms));
                     }
                 }
@@ -249,6 +254,9 @@ mod tests {
     fn margin_is_a_tenth_within_bounds() {
         assert_eq!(margin(Duration::from_secs(15)), Duration::from_millis(1000));
         assert_eq!(margin(Duration::from_secs(4)), Duration::from_millis(400));
-        assert_eq!(margin(Duration::from_millis(500)), Duration::from_millis(100));
+        assert_eq!(
+            margin(Duration::from_millis(500)),
+            Duration::from_millis(100)
+        );
     }
 }

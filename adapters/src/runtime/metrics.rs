@@ -196,7 +196,7 @@ impl Metrics {
     /// Log, count and track one item of a controller's output stream: watch errors are warned
     /// about, counted by category and feed the liveness check; anything else is progress.
     /// Reconcile failures are reported by the engines' error policies, so only a debug line here.
-    pub fn observe_controller_event<T, E: std::fmt::Display>(
+    pub fn observe_controller_event<T, E: std::fmt::Display + 'static>(
         &self,
         result: &Result<T, kube::runtime::controller::Error<E, kube::runtime::watcher::Error>>,
     ) {
@@ -324,12 +324,17 @@ mod tests {
         assert!(metrics.liveness().is_ok(), "a fresh error is not a stall");
         std::thread::sleep(Duration::from_millis(80));
         metrics.watch_error(&err);
-        assert!(metrics.liveness().is_err(), "errors without progress past the bound");
+        assert!(
+            metrics.liveness().is_err(),
+            "errors without progress past the bound"
+        );
         metrics.watch_progress();
         assert!(metrics.liveness().is_ok(), "progress heals");
         let text = metrics.encode().unwrap();
         assert!(
-            text.contains("inventory_bridge_watch_errors_total{adapter=\"t\",category=\"kube-api\"} 2"),
+            text.contains(
+                "inventory_bridge_watch_errors_total{adapter=\"t\",category=\"kube-api\"} 2"
+            ),
             "{text}"
         );
         metrics.controller_ended("profiles");

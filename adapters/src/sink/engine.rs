@@ -252,16 +252,18 @@ pub async fn run<S: Sink>(
     }
     let readiness = context.readiness.clone();
     let ready_stores = stores.clone();
-    tokio::spawn(async move {
+    // Awaited in the controllers' own task, not a spawned one: the controller waits on the same
+    // store, and kube-runtime wakes only the last task waiting on a store's readiness.
+    let ready = async move {
         for store in ready_stores {
             if store.wait_until_ready().await.is_err() {
                 return;
             }
         }
         readiness.mark_synced();
-    });
+    };
     let periodic = tokio::spawn(engine.clone().periodic(context.stop.clone()));
-    futures::future::join_all(controllers).await;
+    futures::future::join(futures::future::join_all(controllers), ready).await;
     periodic.abort();
     Ok(())
 }
