@@ -460,7 +460,17 @@ async fn apiserver_request_total_names_every_write_verb() {
     let all_before = count(WRITE_VERBS).await;
     let template = |name: &str| PodTemplate {
         metadata: meta(name, &namespace),
-        ..PodTemplate::default()
+        template: Some(k8s_openapi::api::core::v1::PodTemplateSpec {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                containers: vec![k8s_openapi::api::core::v1::Container {
+                    name: "c".into(),
+                    image: Some("example.com/c".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
     };
     let created = api
         .create(&PostParams::default(), &template("a"))
