@@ -4,9 +4,9 @@
 use crate::Result;
 
 /// Verbs that write, as `apiserver_request_total` spells them: the apiserver labels requests by
-/// HTTP method (`POST` = create, `PUT` = update), `APPLY` for server-side apply and
-/// `DELETECOLLECTION`; there is no `CREATE` or `UPDATE` verb in this metric (proved by
-/// `tests/tests/harness.rs`).
+/// HTTP method (`POST` = create, `PUT` = update, `PATCH`, `DELETE` — also for a collection
+/// delete), `APPLY` for server-side apply; there is no `CREATE` or `UPDATE` verb in this metric
+/// (proved by `tests/tests/harness.rs`). `DELETECOLLECTION` is kept in case a release labels it.
 pub const WRITE_VERBS: &[&str] = &[
     "APPLY",
     "PATCH",
