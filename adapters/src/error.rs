@@ -107,6 +107,9 @@ pub enum Error {
     /// Leader election failed.
     #[error("leader election failed: {0}")]
     LeaderElection(#[from] kube_lease_manager::LeaseManagerError),
+    /// This replica lost the leader lease: it stopped writing and ends (its Pod restarts).
+    #[error("lost the leader lease: {0}")]
+    LeadershipLost(String),
     /// (De)serialisation of our own data failed.
     #[error("serialization failed: {0}")]
     Serialization(#[from] serde_json::Error),
@@ -129,7 +132,7 @@ impl Categorized for Error {
             Error::Kube(err) => kube_category(err),
             Error::ClientConfig(_) | Error::Config(_) => Category::Config,
             Error::InvalidInput(_) => Category::InvalidInput,
-            Error::LeaderElection(_) => Category::LeaderElection,
+            Error::LeaderElection(_) | Error::LeadershipLost(_) => Category::LeaderElection,
             Error::Serialization(_) => Category::Serialization,
             Error::Io(_) => Category::Io,
             Error::Classified { category, .. } => *category,

@@ -10,6 +10,7 @@ pub mod member_reads;
 pub mod names;
 pub mod profile;
 pub mod profile_api;
+pub mod retry;
 pub mod runtime;
 pub mod served_versions;
 pub mod source;

@@ -37,17 +37,100 @@ impl From<String> for Sensitive {
     }
 }
 
-/// Replace credential-looking words (long runs of token characters, JWTs, PEM bodies) in text
-/// we did not write ourselves, such as an exec plugin's stderr, before it goes into an error.
+/// Replace credential-looking words in text we did not write ourselves, such as an exec plugin's
+/// stderr, before it goes into an error: long runs of token characters (JWTs, PEM bodies), short
+/// random-looking words (mixed case and digits, or long hex), and the value after a credential
+/// keyword (`token=abc`, `password: hunter2`, `Authorization: Bearer abc`), however short.
 pub fn redact_credential_like(text: &str) -> String {
     const LONG: usize = 24;
+    const REDACTED: &str = "[redacted]";
+    fn keyword(word: &str) -> Option<bool> {
+        // Some(true): whatever follows is the secret; Some(false): only a token-like value is.
+        let lower = word.trim_end_matches([':', '=']).to_ascii_lowercase();
+        if [
+            "password",
+            "passwd",
+            "pwd",
+            "bearer",
+            "basic",
+            "authorization",
+        ]
+        .iter()
+        .any(|k| lower.ends_with(k))
+        {
+            return Some(true);
+        }
+        [
+            "token",
+            "secret",
+            "apikey",
+            "api-key",
+            "api_key",
+            "key",
+            "credential",
+            "credentials",
+        ]
+        .iter()
+        .any(|k| lower.ends_with(k))
+        .then_some(false)
+    }
+    fn token_like(word: &str) -> bool {
+        word.chars()
+            .any(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+            || word.contains(['+', '/', '=', '_'])
+    }
+    fn random_looking(word: &str) -> bool {
+        let has = |f: fn(&char) -> bool| word.chars().any(|c| f(&c));
+        let mixed = has(char::is_ascii_lowercase)
+            && has(char::is_ascii_uppercase)
+            && has(char::is_ascii_digit);
+        let hex = word.chars().all(|c| c.is_ascii_hexdigit())
+            && has(char::is_ascii_digit)
+            && has(char::is_ascii_alphabetic);
+        word.len() >= 16 && (mixed || hex)
+    }
     let mut out = String::with_capacity(text.len());
     let mut word = String::new();
-    let flush = |word: &mut String, out: &mut String| {
-        if word.len() >= LONG {
-            out.push_str("[redacted]");
+    // After a keyword: Some(always) until the next word (its value) is seen.
+    let mut value_follows: Option<bool> = None;
+    let flush = |word: &mut String, out: &mut String, value_follows: &mut Option<bool>| {
+        if word.is_empty() {
+            return;
+        }
+        if word.len() >= LONG || random_looking(word) {
+            out.push_str(REDACTED);
+            *value_follows = None;
+        } else if word.chars().all(|c| c == '=') {
+            // `token = abc`: the `=` keeps the keyword's value pending.
+            out.push_str(word);
+        } else if let Some((key, value)) = word.split_once('=')
+            && keyword(key).is_some()
+        {
+            // `key=value` is an explicit assignment: its value goes, whatever it looks like.
+            out.push_str(key);
+            out.push('=');
+            if value.is_empty() {
+                *value_follows = Some(true);
+            } else {
+                out.push_str(REDACTED);
+                *value_follows = None;
+            }
+        } else if let Some(always) = *value_follows {
+            if let Some(next) = keyword(word) {
+                // `Authorization: Bearer abc`: the scheme is kept, the credential follows it.
+                out.push_str(word);
+                *value_follows = Some(always || next);
+            } else {
+                out.push_str(if always || token_like(word) {
+                    REDACTED
+                } else {
+                    word.as_str()
+                });
+                *value_follows = None;
+            }
         } else {
             out.push_str(word);
+            *value_follows = keyword(word);
         }
         word.clear();
     };
@@ -55,11 +138,15 @@ pub fn redact_credential_like(text: &str) -> String {
         if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '+' | '/' | '=') {
             word.push(c);
         } else {
-            flush(&mut word, &mut out);
+            flush(&mut word, &mut out, &mut value_follows);
+            // Only blanks, colons and quotes may stand between a keyword and its value.
+            if !matches!(c, ' ' | '\t' | ':' | '"' | '\'') {
+                value_follows = None;
+            }
             out.push(c);
         }
     }
-    flush(&mut word, &mut out);
+    flush(&mut word, &mut out, &mut value_follows);
     out
 }
 
@@ -84,5 +171,43 @@ mod tests {
             redact_credential_like("exit status 2: not found"),
             "exit status 2: not found"
         );
+    }
+
+    #[test]
+    fn short_tokens_are_redacted() {
+        let cases = [
+            ("denied token=abc123", "denied token=[redacted]"),
+            ("denied token=hunter", "denied token=[redacted]"),
+            ("bad password: hunter2", "bad password: [redacted]"),
+            ("bad password \"letmein\"", "bad password \"[redacted]\""),
+            (
+                "Authorization: Bearer s3cr3t",
+                "Authorization: Bearer [redacted]",
+            ),
+            (
+                "header Authorization: Basic dXNlcg",
+                "header Authorization: Basic [redacted]",
+            ),
+            ("api_key = Zx81Kq", "api_key = [redacted]"),
+            ("client-secret: Qw7", "client-secret: [redacted]"),
+            ("session aB3dE5gH7jK9mN1p", "session [redacted]"),
+            ("sha 0123456789abcdef0123", "sha [redacted]"),
+        ];
+        for (input, expected) in cases {
+            assert_eq!(redact_credential_like(input), expected, "{input}");
+        }
+    }
+
+    #[test]
+    fn prose_around_keywords_is_kept() {
+        for prose in [
+            "cannot read token: file not found",
+            "the token expired; log in again",
+            "exit status 1: plugin crashed (code 7)",
+            "connection refused, key not loaded",
+            "see https://example.com/docs for help",
+        ] {
+            assert_eq!(redact_credential_like(prose), prose);
+        }
     }
 }

@@ -26,7 +26,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DeleteParams, DynamicObject, ObjectMeta, Preconditions};
@@ -47,6 +47,7 @@ use crate::profile::{
     LABEL_CLUSTER_MANAGER, v1alpha2,
 };
 use crate::profile_api::{ProfileApi, ProfileVersion};
+use crate::retry::Retries;
 use crate::runtime::{LeaderContext, Metrics};
 
 /// Label on every object a source adapter creates: the adapter's name. Only objects carrying it
@@ -56,8 +57,10 @@ pub const LABEL_SOURCE: &str = "inventory-bridge.io/source";
 /// (`<namespace>/<name>`, or `<name>` for cluster-scoped kinds).
 pub const ANNOTATION_SOURCE_OBJECT: &str = "inventory-bridge.io/source-object";
 
-/// How soon a reconcile whose writes failed (other than by a conflict) is retried.
-const WRITE_RETRY: Duration = Duration::from_secs(10);
+/// Longest wait before retrying an object whose writes failed or whose reconcile erred: retries
+/// back off per object (2 s, 4 s, ... with jitter, see [`crate::retry`]) up to this, so a
+/// fleet-wide 403 or a missing CRD costs less and less instead of a constant load.
+const MAX_RETRY: Duration = Duration::from_secs(300);
 
 /// Flags every source adapter shares.
 #[derive(Clone, Debug, clap::Args)]
@@ -293,7 +296,8 @@ struct Engine<S: Source> {
     profile_api: ProfileApi,
     companions: Vec<(ApiResource, Store<DynamicObject>)>,
     resync: Duration,
-    failures: Mutex<HashMap<String, u32>>,
+    /// Consecutive failures per source object (failed writes or reconcile errors).
+    retries: Retries,
     /// Problems last reported per object: Events go out only when this set changes.
     reported: Mutex<HashMap<String, BTreeSet<Problem>>>,
 }
@@ -324,6 +328,7 @@ pub async fn run_source<S: Source>(
     let (natives, native_writer) = reflector::store();
     let (deleted_tx, mut deleted_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let profile_deleted_tx = deleted_tx.clone();
+    let progress = leader.metrics.clone();
     let native_stream = watcher(natives_api, native_config)
         .default_backoff()
         // managedFields of foreign objects are never needed and bloat the cache.
@@ -334,6 +339,10 @@ pub async fn run_source<S: Source>(
             // store), so its profiles are swept here, at once.
             if let Ok(watcher::Event::Delete(native)) = event {
                 let _ = deleted_tx.send(source_key(native));
+            }
+            // Any event (a relist included) shows the watch works: it ends an error streak.
+            if event.is_ok() {
+                progress.watch_progress();
             }
         })
         .touched_objects();
@@ -393,17 +402,26 @@ pub async fn run_source<S: Source>(
         profile_api,
         companions,
         resync: Duration::from_secs(settings.args.resync_seconds),
-        failures: Mutex::default(),
+        retries: Retries::new(MAX_RETRY),
         reported: Mutex::default(),
     });
 
     let stop = leader.stop.clone();
+    let observer = leader.metrics.clone();
+    let ended = leader.metrics.clone();
+    let stopping = leader.stop.clone();
     let controller_run = controller
         .graceful_shutdown_on(async move { stop.cancelled().await })
         .run(reconcile::<S>, error_policy::<S>, engine.clone())
-        .for_each(|result| async move {
-            if let Err(err) = result {
-                debug!(error = %err, "controller event");
+        .for_each(move |result| {
+            // Watch errors: warned, counted, and fed to /healthz.
+            observer.observe_controller_event(&result);
+            futures::future::ready(())
+        })
+        .map(move |()| {
+            // The controller only ends when told to; otherwise nothing reconciles any more.
+            if !stopping.is_cancelled() {
+                ended.controller_ended("source");
             }
         });
 
@@ -453,9 +471,6 @@ async fn reconcile<S: Source>(
     match outcome {
         Ok(requeue) => {
             engine.leader.metrics.observe_reconcile(Ok(()), seconds);
-            if let Ok(mut failures) = engine.failures.lock() {
-                failures.remove(&key);
-            }
             Ok(Action::requeue(requeue.unwrap_or(engine.resync)))
         }
         Err(err) => {
@@ -470,17 +485,8 @@ async fn reconcile<S: Source>(
 
 fn error_policy<S: Source>(native: Arc<S::Native>, err: &Error, engine: Arc<Engine<S>>) -> Action {
     let key = source_key(native.as_ref());
-    let attempts = engine
-        .failures
-        .lock()
-        .map(|mut failures| {
-            let n = failures.entry(key.clone()).or_insert(0);
-            *n = n.saturating_add(1);
-            *n
-        })
-        .unwrap_or(1);
-    // 1s, 2s, 4s ... capped at 5 minutes: never a hot loop, never a long stall after a blip.
-    let delay = Duration::from_secs(1u64 << attempts.min(8)).min(Duration::from_secs(300));
+    // 2s, 4s, ... capped at 5 minutes, with jitter: never a hot loop, never a long stall after a blip.
+    let delay = engine.retries.failed(&key);
     warn!(object = %key, category = %err.category(), error = %err, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -595,12 +601,15 @@ impl<S: Source> Engine<S> {
             .profiles
             .set(i64::try_from(self.profiles.state().len()).unwrap_or(i64::MAX));
         if retry_writes {
+            // Per object, exponential with jitter: a failure that persists costs less and less.
+            let retry = self.retries.failed(key);
             return Ok(Some(
                 projection
                     .requeue_after
-                    .map_or(WRITE_RETRY, |after| after.min(WRITE_RETRY)),
+                    .map_or(retry, |after| after.min(retry)),
             ));
         }
+        self.retries.succeeded(key);
         Ok(projection.requeue_after)
     }
 
@@ -837,6 +846,7 @@ impl<S: Source> Engine<S> {
         if let Ok(mut reported) = self.reported.lock() {
             reported.remove(key);
         }
+        self.retries.succeeded(key);
     }
 
     /// Sweep every object of ours whose source object is gone.

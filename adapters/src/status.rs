@@ -31,10 +31,25 @@ pub fn condition(facts: ConditionFacts, previous: &[Condition], now: &Time) -> C
         type_: facts.type_,
         status: facts.status,
         reason: sanitize_reason(&facts.reason),
-        message: facts.message,
+        message: bounded_message(facts.message),
         last_transition_time,
         observed_generation: None,
     }
+}
+
+/// `message` of a metav1.Condition may hold at most this many characters (the CRD's `maxLength`);
+/// a longer one would make the apiserver reject the whole status.
+pub const CONDITION_MESSAGE_MAX: usize = 32768;
+
+/// `message` cut to [`CONDITION_MESSAGE_MAX`] characters (never inside a character), ending in `…`
+/// when cut so a reader sees it was.
+pub fn bounded_message(message: String) -> String {
+    if message.chars().count() <= CONDITION_MESSAGE_MAX {
+        return message;
+    }
+    let mut cut: String = message.chars().take(CONDITION_MESSAGE_MAX - 1).collect();
+    cut.push('…');
+    cut
 }
 
 /// Make `reason` satisfy the metav1.Condition reason pattern (CamelCase identifiers); upstream
@@ -127,6 +142,23 @@ pub fn properties(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn condition_messages_are_cut_to_the_crd_limit() {
+        let facts = |message: String| ConditionFacts {
+            type_: "Joined".into(),
+            status: "True".into(),
+            reason: "Joined".into(),
+            message,
+        };
+        let now = time("2026-01-01T00:00:00Z");
+        let long = "é".repeat(CONDITION_MESSAGE_MAX + 10);
+        let cut = condition(facts(long), &[], &now).message;
+        assert_eq!(cut.chars().count(), CONDITION_MESSAGE_MAX);
+        assert!(cut.ends_with('…'));
+        let exact = "x".repeat(CONDITION_MESSAGE_MAX);
+        assert_eq!(condition(facts(exact.clone()), &[], &now).message, exact);
+    }
 
     fn time(s: &str) -> Time {
         Time(s.parse().unwrap())

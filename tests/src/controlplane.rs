@@ -40,6 +40,9 @@ pub struct ControlPlaneOptions {
     pub name: String,
     /// kube-controller-manager controllers to run; none starts no controller-manager.
     pub controllers: Vec<String>,
+    /// Write an audit log of every write request (who, what, when, answer) to `audit.log` in the
+    /// control plane's directory: attributes writes to users (e.g. one ServiceAccount per replica).
+    pub audit: bool,
 }
 
 impl ControlPlaneOptions {
@@ -48,7 +51,14 @@ impl ControlPlaneOptions {
         Self {
             name: name.to_string(),
             controllers: Vec::new(),
+            audit: false,
         }
+    }
+
+    /// Also keep an audit log of write requests ([`ControlPlane::audit_events`]).
+    pub fn with_audit(mut self) -> Self {
+        self.audit = true;
+        self
     }
 
     /// Also run kube-controller-manager with these controllers.
@@ -84,7 +94,7 @@ fn handed_out() -> &'static std::sync::Mutex<std::collections::BTreeSet<u16>> {
 /// A port that is free now, for a child process to bind. Chosen below Linux's ephemeral range
 /// (32768+): a port from `bind(0)` comes from that range, so between our probe and the child's
 /// bind an outgoing connection (the many clients of a test) could take it.
-fn free_port() -> Result<u16> {
+pub(crate) fn free_port() -> Result<u16> {
     let mut state = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())
@@ -199,7 +209,7 @@ impl ControlPlane {
             &prefixed("etcd", etcd_args),
             &dir.join("etcd.log"),
         )?;
-        let apiserver_args = vec![
+        let mut apiserver_args = vec![
             format!("--etcd-servers=http://127.0.0.1:{etcd_port}"),
             format!("--secure-port={apiserver_port}"),
             "--bind-address=127.0.0.1".to_string(),
@@ -229,6 +239,20 @@ impl ControlPlane {
             "--endpoint-reconciler-type=none".to_string(),
             "--profiling=false".to_string(),
         ];
+        if options.audit {
+            std::fs::write(dir.join("audit-policy.yaml"), AUDIT_POLICY)?;
+            apiserver_args.extend([
+                format!(
+                    "--audit-policy-file={}",
+                    dir.join("audit-policy.yaml").display()
+                ),
+                format!("--audit-log-path={}", dir.join("audit.log").display()),
+                // Written before the response is sent, so a test reading it after a request
+                // returned sees that request.
+                "--audit-log-mode=blocking".to_string(),
+                "--audit-log-format=json".to_string(),
+            ]);
+        }
         let mut control_plane = Self {
             name: options.name.clone(),
             dir,
@@ -355,6 +379,16 @@ impl ControlPlane {
         self
     }
 
+    /// The audit log so far (with [`ControlPlaneOptions::with_audit`]): one event per write
+    /// request, at `Metadata` level (user, verb, object, answer code, timestamps).
+    pub fn audit_events(&self) -> Result<Vec<AuditEvent>> {
+        let text = std::fs::read_to_string(self.dir.join("audit.log"))?;
+        Ok(text
+            .lines()
+            .filter_map(|line| serde_json::from_str::<AuditEvent>(line).ok())
+            .collect())
+    }
+
     /// Process ids of its running processes (etcd, apiserver, controller-manager).
     pub fn pids(&self) -> Vec<u32> {
         [&self.etcd, &self.apiserver, &self.controller_manager]
@@ -479,6 +513,78 @@ impl Drop for ControlPlane {
             drop(process);
         }
         let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Audit every request that can write (Metadata level: no bodies), nothing else.
+const AUDIT_POLICY: &str = r#"apiVersion: audit.k8s.io/v1
+kind: Policy
+omitStages: ["RequestReceived"]
+rules:
+- level: Metadata
+  verbs: ["create", "update", "patch", "delete", "deletecollection"]
+- level: None
+"#;
+
+/// One line of the apiserver's audit log (the fields tests use).
+#[derive(Clone, Debug, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct AuditEvent {
+    /// `create`, `update`, `patch`, `delete`, `deletecollection`.
+    pub verb: String,
+    /// Who sent it.
+    pub user: AuditUser,
+    /// What it was about.
+    #[serde(default)]
+    pub object_ref: Option<AuditObjectRef>,
+    /// The answer.
+    #[serde(default)]
+    pub response_status: Option<AuditStatus>,
+    /// When the apiserver received it (RFC 3339, microseconds).
+    pub request_received_timestamp: String,
+}
+
+/// `user` of an audit event.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct AuditUser {
+    /// e.g. `system:serviceaccount:<namespace>:<name>`.
+    #[serde(default)]
+    pub username: String,
+}
+
+/// `objectRef` of an audit event.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct AuditObjectRef {
+    /// Plural resource, e.g. `configmaps`.
+    #[serde(default)]
+    pub resource: String,
+    /// Namespace, if any.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// Name, if any.
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+/// `responseStatus` of an audit event.
+#[derive(Clone, Debug, serde::Deserialize)]
+pub struct AuditStatus {
+    /// HTTP status code.
+    #[serde(default)]
+    pub code: u16,
+}
+
+impl AuditEvent {
+    /// When it was received, as a comparable timestamp.
+    pub fn received(&self) -> Option<k8s_openapi::jiff::Timestamp> {
+        self.request_received_timestamp.parse().ok()
+    }
+
+    /// Whether the apiserver accepted it (2xx).
+    pub fn succeeded(&self) -> bool {
+        self.response_status
+            .as_ref()
+            .is_some_and(|s| (200..300).contains(&s.code))
     }
 }
 

@@ -11,6 +11,7 @@
 // Test support: a broken fixture should fail the test loudly, so panicking helpers are fine here.
 #![allow(clippy::expect_used, clippy::unwrap_used)]
 
+pub mod adapter_process;
 pub mod apiserver_metrics;
 pub mod binary;
 pub mod controlplane;
@@ -18,7 +19,7 @@ pub mod crds;
 pub mod fleet;
 pub mod helm;
 pub mod pki;
-mod process;
+pub mod process;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -185,6 +186,7 @@ pub fn in_process_runtime_args(identity: &str, log_filter: &str) -> adapters::ru
         lease_name: None,
         lease_namespace: "default".to_string(),
         lease_duration_seconds: 15,
+        liveness_stall_seconds: 300,
         identity: Some(identity.to_string()),
     }
 }

@@ -93,6 +93,21 @@ impl ManagedProcess {
         matches!(self.child.try_wait(), Ok(Some(_)))
     }
 
+    /// Its exit status, once it has exited.
+    pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().ok().flatten()
+    }
+
+    /// Send `signal` (e.g. `libc::SIGSTOP`, `libc::SIGCONT`, `libc::SIGTERM`) to the process.
+    pub fn signal(&self, signal: libc::c_int) -> io::Result<()> {
+        let pid = libc::pid_t::try_from(self.child.id()).map_err(io::Error::other)?;
+        // SAFETY: plain syscall on a child we started and still own (not yet reaped).
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    }
+
     /// The last `lines` lines of its log, for failure messages.
     pub fn log_tail(&self, lines: usize) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();

@@ -425,3 +425,94 @@ async fn a_killed_test_process_takes_its_control_planes_with_it() {
     .unwrap();
     let _ = std::fs::remove_dir_all(kubeconfigs);
 }
+
+/// The verbs `apiserver_request_total` reports for each kind of write, read from the apiserver's
+/// own /metrics: the "0 writes" checks of the other tests count exactly these
+/// (`harness::apiserver_metrics::WRITE_VERBS`). A create is `POST` and an update `PUT` — a helper
+/// looking for `CREATE`/`UPDATE` would see neither.
+#[tokio::test]
+async fn apiserver_request_total_names_every_write_verb() {
+    use harness::apiserver_metrics::{WRITE_VERBS, request_count};
+    use k8s_openapi::api::core::v1::PodTemplate;
+    use kube::api::{Patch, PatchParams};
+
+    let fleet = shared_fleet().await.unwrap();
+    let client = fleet.hub.client().await.unwrap();
+    let namespace = test_namespace(&client, "verbs").await.unwrap();
+    // PodTemplates: a kind no adapter or other test writes, so every count below is ours.
+    let api: Api<PodTemplate> = Api::namespaced(client.clone(), &namespace);
+    let count = |verbs: &'static [&'static str]| {
+        let client = client.clone();
+        async move { request_count(&client, verbs, "podtemplates").await.unwrap() }
+    };
+    const EACH: [&[&str]; 6] = [
+        &["POST"],
+        &["PUT"],
+        &["PATCH"],
+        &["APPLY"],
+        &["DELETE"],
+        &["DELETECOLLECTION"],
+    ];
+    let mut before = Vec::new();
+    for verbs in EACH {
+        before.push(count(verbs).await);
+    }
+    let all_before = count(WRITE_VERBS).await;
+    let template = |name: &str| PodTemplate {
+        metadata: meta(name, &namespace),
+        template: Some(k8s_openapi::api::core::v1::PodTemplateSpec {
+            spec: Some(k8s_openapi::api::core::v1::PodSpec {
+                containers: vec![k8s_openapi::api::core::v1::Container {
+                    name: "c".into(),
+                    image: Some("example.com/c".into()),
+                    ..Default::default()
+                }],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+    };
+    let created = api
+        .create(&PostParams::default(), &template("a"))
+        .await
+        .unwrap();
+    api.replace("a", &PostParams::default(), &created)
+        .await
+        .unwrap();
+    api.patch(
+        "a",
+        &PatchParams::default(),
+        &Patch::Merge(serde_json::json!({"metadata": {"labels": {"x": "y"}}})),
+    )
+    .await
+    .unwrap();
+    api.patch(
+        "b",
+        &PatchParams::apply("verbs-test"),
+        &Patch::Apply(&template("b")),
+    )
+    .await
+    .unwrap();
+    api.delete("a", &DeleteParams::default()).await.unwrap();
+    api.delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await
+        .unwrap();
+
+    let mut after = Vec::new();
+    for verbs in EACH {
+        after.push(count(verbs).await);
+    }
+    let deltas: Vec<u64> = after.iter().zip(&before).map(|(a, b)| a - b).collect();
+    // A collection delete is labelled DELETE too (seen on v1.36: never DELETECOLLECTION).
+    assert_eq!(
+        deltas,
+        vec![1, 1, 1, 1, 2, 0],
+        "POST, PUT, PATCH, APPLY once each; DELETE for the delete and the collection delete"
+    );
+    assert_eq!(count(WRITE_VERBS).await - all_before, 6);
+    assert_eq!(
+        count(&["CREATE", "UPDATE"]).await,
+        0,
+        "the apiserver has no CREATE/UPDATE verb label"
+    );
+}

@@ -495,18 +495,13 @@ async fn wait_event(client: &Client, object: &str, reason: &str, contains: &str)
 }
 
 async fn profile_writes(client: &Client) -> u64 {
-    let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
-    let text = client.request_text(request).await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("apiserver_request_total{"))
-        .filter(|l| l.contains("resource=\"clusterprofiles\""))
-        .filter(|l| {
-            ["APPLY", "PATCH", "UPDATE", "CREATE", "DELETE"]
-                .iter()
-                .any(|v| l.contains(&format!("verb=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
+    harness::apiserver_metrics::request_count(
+        client,
+        harness::apiserver_metrics::WRITE_VERBS,
+        "clusterprofiles",
+    )
+    .await
+    .unwrap()
 }
 
 fn labels_of(profile: &ClusterProfile) -> BTreeMap<String, String> {

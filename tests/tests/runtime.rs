@@ -30,6 +30,7 @@ fn runtime_args(namespace: &str, identity: &str) -> RuntimeArgs {
         lease_name: Some("runtime-test".into()),
         lease_namespace: namespace.into(),
         lease_duration_seconds: 4,
+        liveness_stall_seconds: 300,
         identity: Some(identity.into()),
     }
 }
@@ -179,9 +180,13 @@ async fn one_leader_writes_the_standby_is_ready_and_takes_over_on_shutdown() {
 }
 
 async fn configmap_writes(client: &kube::Client) -> u64 {
-    harness::apiserver_metrics::request_count(client, &["APPLY", "PATCH"], "configmaps")
-        .await
-        .unwrap()
+    harness::apiserver_metrics::request_count(
+        client,
+        harness::apiserver_metrics::WRITE_VERBS,
+        "configmaps",
+    )
+    .await
+    .unwrap()
 }
 
 #[tokio::test]

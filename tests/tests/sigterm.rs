@@ -29,6 +29,7 @@ async fn sigterm_stops_controllers_and_releases_the_lease() {
         lease_name: Some("sigterm-test".into()),
         lease_namespace: namespace.clone(),
         lease_duration_seconds: 60,
+        liveness_stall_seconds: 300,
         identity: Some("only-replica".into()),
     };
     adapters::runtime::init_tracing(args.log_format, &args.log_filter).unwrap();

@@ -540,3 +540,280 @@ async fn source_refuses_a_cluster_manager_name_v1alpha2_rejects() {
         assert!(message.contains("v1alpha2"), "{message}");
     }
 }
+
+/// Start the engine with `client` and `--liveness-stall-seconds stall`; returns the HTTP address.
+async fn start_with(
+    client: Client,
+    sources: &str,
+    inventory: &str,
+    stall: u64,
+) -> (Running, std::net::SocketAddr) {
+    let mut args = harness::in_process_runtime_args("test", "info");
+    args.liveness_stall_seconds = stall;
+    let mut metrics = Metrics::new("test-source");
+    let source_metrics = SourceMetrics::register(&mut metrics);
+    let runtime = Runtime::new("test-source", args, client, metrics);
+    let stop = runtime.shutdown_token();
+    let settings = SourceSettings {
+        watch_namespace: Some(sources.to_string()),
+        args: SourceArgs {
+            cluster_selector: Some("test-cluster=yes".into()),
+            resync_seconds: 3600,
+            concurrency: 4,
+        },
+    };
+    let inventory = inventory.to_string();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
+    let task = tokio::spawn(runtime.run_with_listener(listener, move |context| {
+        let source = ConfigMapSource {
+            inventory: inventory.clone(),
+            manager: "test-manager",
+        };
+        run_source(source, settings.clone(), source_metrics.clone(), context)
+    }));
+    (Running { stop, task }, address)
+}
+
+/// A ServiceAccount on `control_plane` that may read ConfigMaps and ClusterProfiles and publish
+/// Events, but not write profiles: a fleet-wide 403 on every profile apply.
+async fn token_without_profile_writes(admin: &Client, namespace: &str) -> String {
+    use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
+    use k8s_openapi::api::core::v1::ServiceAccount;
+    use k8s_openapi::api::rbac::v1::{
+        ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject,
+    };
+    let rule = |group: &str, resource: &str, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(vec![resource.into()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..PolicyRule::default()
+    };
+    let name = format!("no-profile-writes-{namespace}");
+    Api::<ClusterRole>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &ClusterRole {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..ObjectMeta::default()
+                },
+                rules: Some(vec![
+                    rule(
+                        "multicluster.x-k8s.io",
+                        "clusterprofiles",
+                        &["get", "list", "watch"],
+                    ),
+                    rule("", "configmaps", &["get", "list", "watch"]),
+                    rule("events.k8s.io", "events", &["create", "patch"]),
+                ]),
+                ..ClusterRole::default()
+            },
+        )
+        .await
+        .unwrap();
+    let accounts: Api<ServiceAccount> = Api::namespaced(admin.clone(), namespace);
+    accounts
+        .create(
+            &PostParams::default(),
+            &ServiceAccount {
+                metadata: ObjectMeta {
+                    name: Some("source".into()),
+                    namespace: Some(namespace.into()),
+                    ..ObjectMeta::default()
+                },
+                ..ServiceAccount::default()
+            },
+        )
+        .await
+        .unwrap();
+    Api::<ClusterRoleBinding>::all(admin.clone())
+        .create(
+            &PostParams::default(),
+            &ClusterRoleBinding {
+                metadata: ObjectMeta {
+                    name: Some(name.clone()),
+                    ..ObjectMeta::default()
+                },
+                role_ref: RoleRef {
+                    api_group: Some("rbac.authorization.k8s.io".into()),
+                    kind: "ClusterRole".into(),
+                    name,
+                },
+                subjects: Some(vec![Subject {
+                    kind: "ServiceAccount".into(),
+                    name: "source".into(),
+                    namespace: Some(namespace.into()),
+                    ..Subject::default()
+                }]),
+            },
+        )
+        .await
+        .unwrap();
+    let minted: TokenRequest = accounts
+        .create_subresource(
+            "token",
+            "source",
+            &PostParams::default(),
+            &TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(3600),
+                    ..TokenRequestSpec::default()
+                }),
+                ..TokenRequest::default()
+            },
+        )
+        .await
+        .unwrap();
+    minted.status.and_then(|s| s.token).unwrap()
+}
+
+/// Hub RBAC missing a verb for every profile (a fleet-wide 403): each object's failed writes
+/// back off exponentially, so the attempts in the second 20 s are far fewer than in the first
+/// (flat 10 s retries would make them equal). Counted by the apiserver itself: requests refused
+/// by RBAC never reach `apiserver_request_total` (it counts requests that reached a handler), so
+/// the count comes from the apiserver's audit log (403 answers to profile patches).
+#[tokio::test]
+async fn a_fleet_wide_403_is_retried_with_backoff_per_object() {
+    let control_plane =
+        harness::ControlPlane::start(harness::ControlPlaneOptions::named("rbac").with_audit())
+            .await
+            .unwrap();
+    let admin = control_plane.client().await.unwrap();
+    install_crd(&admin, adapters::crd::cluster_profile_crd())
+        .await
+        .unwrap();
+    let sources = test_namespace(&admin, "sources").await.unwrap();
+    let inventory = test_namespace(&admin, "inventory").await.unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(admin.clone(), &sources);
+    const OBJECTS: u64 = 5;
+    for i in 0..OBJECTS {
+        configmaps
+            .create(
+                &PostParams::default(),
+                &cluster(&format!("c{i}"), &sources, &[], &[]),
+            )
+            .await
+            .unwrap();
+    }
+    let token = token_without_profile_writes(&admin, &sources).await;
+    let client = control_plane.token_client(&token).await.unwrap();
+    let control_plane = &control_plane;
+    let refused = || async move {
+        control_plane
+            .audit_events()
+            .unwrap_or_default()
+            .iter()
+            .filter(|e| {
+                e.verb == "patch"
+                    && e.response_status.as_ref().is_some_and(|s| s.code == 403)
+                    && e.object_ref
+                        .as_ref()
+                        .is_some_and(|o| o.resource == "clusterprofiles")
+            })
+            .count() as u64
+    };
+    let refused = &refused;
+    let base = refused().await;
+    let (running, _) = start_with(client, &sources, &inventory, 300).await;
+    wait_for(
+        Duration::from_secs(30),
+        "first refused applies",
+        || async move { Ok((refused().await > base).then_some(())) },
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let first = refused().await - base;
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    let second = refused().await - base - first;
+    println!(
+        "MEASURED refused profile applies of {OBJECTS} objects: {first} in the first 20 s, {second} in the next 20 s"
+    );
+    // Backoff (2 s, 4 s, 8 s, 16 s...): ~4 attempts per object, then ~1. Flat retries: equal.
+    assert!(first >= 3 * OBJECTS, "every object is retried: {first}");
+    assert!(
+        second * 2 <= first,
+        "attempts must thin out over time: {first} then {second}"
+    );
+    assert!(second >= 1, "still retried: {second}");
+    running.stop().await;
+}
+
+/// `/healthz` reflects a stuck watch and only that: quiet but healthy watches stay alive for many
+/// times the stall bound; with the hub's apiserver stopped, watch errors pile up without progress
+/// and `/healthz` fails; once the apiserver is back and a watch event arrives, it heals.
+#[tokio::test]
+async fn healthz_fails_while_watches_are_stuck_and_never_for_a_quiet_watch() {
+    let mut control_plane =
+        harness::ControlPlane::start(harness::ControlPlaneOptions::named("stuck"))
+            .await
+            .unwrap();
+    let client = control_plane.client().await.unwrap();
+    install_crd(&client, adapters::crd::cluster_profile_crd())
+        .await
+        .unwrap();
+    let sources = test_namespace(&client, "sources").await.unwrap();
+    let inventory = test_namespace(&client, "inventory").await.unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &sources);
+    configmaps
+        .create(&PostParams::default(), &cluster("c", &sources, &[], &[]))
+        .await
+        .unwrap();
+    let stall = 3;
+    let (running, address) = start_with(client.clone(), &sources, &inventory, stall).await;
+    let status = |path: &'static str| async move {
+        harness::http_get(address, path)
+            .await
+            .unwrap_or((0, String::new()))
+    };
+    wait_for(Duration::from_secs(30), "ready", || async move {
+        Ok((status("/readyz").await.0 == 200).then_some(()))
+    })
+    .await
+    .unwrap();
+
+    // Quiet: nothing changes for more than three stall bounds; alive throughout.
+    let quiet = std::time::Instant::now();
+    while quiet.elapsed() < Duration::from_secs(3 * stall + 2) {
+        let (code, body) = status("/healthz").await;
+        assert_eq!(code, 200, "a quiet watch was reported dead: {body}");
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+
+    // Stuck: the apiserver is gone; watches fail again and again without progress.
+    control_plane.stop_apiserver();
+    let body = wait_for(Duration::from_secs(60), "/healthz failing", || async move {
+        let (code, body) = status("/healthz").await;
+        Ok((code == 503).then_some(body))
+    })
+    .await
+    .unwrap();
+    assert!(body.contains("watches failing"), "{body}");
+    let (_, metrics) = status("/metrics").await;
+    assert!(
+        metrics.contains(
+            "inventory_bridge_watch_errors_total{adapter=\"test-source\",category=\"kube-api\"}"
+        ),
+        "{metrics}"
+    );
+
+    // Back: the apiserver returns and a change arrives by watch; alive again.
+    control_plane.start_apiserver().await.unwrap();
+    wait_for(Duration::from_secs(90), "/healthz healed", || {
+        let configmaps = configmaps.clone();
+        async move {
+            let _ = configmaps
+                .patch(
+                    "c",
+                    &PatchParams::default(),
+                    &Patch::Merge(serde_json::json!({"data": {"touched": format!("{:?}", std::time::Instant::now())}})),
+                )
+                .await;
+            Ok((status("/healthz").await.0 == 200).then_some(()))
+        }
+    })
+    .await
+    .unwrap();
+    running.stop().await;
+}

@@ -136,10 +136,9 @@ impl EventRecorder {
             previous.last = now;
             return Ok(());
         }
-        let name = format!(
-            "{}.{:x}",
+        let name = event_name(
             object.name.as_deref().unwrap_or(&self.controller),
-            now.as_nanosecond()
+            now.as_nanosecond(),
         );
         let event = Event {
             metadata: ObjectMeta {
@@ -182,6 +181,17 @@ fn describe(object: &ObjectReference) -> String {
     )
 }
 
+/// `<object>.<nanoseconds in hex>`, as client-go names Events, kept within the 253 characters of
+/// an object name: a long object name is cut (never inside a character) and the cut end trimmed
+/// of `-`/`.` so the name stays a DNS subdomain.
+fn event_name(object: &str, nanos: i128) -> String {
+    let suffix = format!(".{nanos:x}");
+    let room = crate::names::DNS1123_SUBDOMAIN_MAX.saturating_sub(suffix.len());
+    let stem: String = object.chars().take(room).collect();
+    let stem = stem.trim_end_matches(['-', '.']);
+    format!("{stem}{suffix}")
+}
+
 fn truncate(text: &str, max_bytes: usize) -> String {
     if text.len() <= max_bytes {
         return text.to_string();
@@ -199,5 +209,26 @@ mod tests {
     fn truncate_respects_char_boundaries() {
         assert_eq!(super::truncate("héllo", 2), "h");
         assert_eq!(super::truncate("short", 1024), "short");
+    }
+
+    #[test]
+    fn event_names_fit_an_object_name() {
+        let nanos = 1_764_646_000_123_456_789_i128;
+        assert_eq!(super::event_name("c1", nanos), format!("c1.{nanos:x}"));
+        // A 253-character object name used to give a 270-character Event name (rejected).
+        let long = format!("{}-{}", "a".repeat(200), "b".repeat(52));
+        let name = super::event_name(&long, nanos);
+        assert_eq!(name.len(), 253, "{name}");
+        // The apiserver's subdomain rule: alphanumeric around every `.` and at both ends.
+        let subdomain = |n: &str| {
+            n.split('.').all(|part| {
+                part.starts_with(|c: char| c.is_ascii_alphanumeric())
+                    && part.ends_with(|c: char| c.is_ascii_alphanumeric())
+            })
+        };
+        assert!(subdomain(&name), "{name}");
+        let dotted = format!("{}.{}", "a".repeat(235), "b".repeat(17));
+        let name = super::event_name(&dotted, nanos);
+        assert!(name.len() <= 253 && subdomain(&name), "{name}");
     }
 }

@@ -26,7 +26,7 @@ pub(super) async fn serve(
 ) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics_handler))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(healthz_handler))
         .route("/readyz", get(readyz_handler))
         .with_state(HttpState { metrics, readiness });
     axum::serve(listener, app)
@@ -45,6 +45,15 @@ async fn metrics_handler(State(state): State<HttpState>) -> Response {
         )
             .into_response(),
         Err(_) => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics").into_response(),
+    }
+}
+
+/// Alive unless a controller ended on its own or its watches keep failing without progress
+/// ([`Metrics::liveness`]): a restart is what helps then. A quiet watch is alive.
+async fn healthz_handler(State(state): State<HttpState>) -> Response {
+    match state.metrics.liveness() {
+        Ok(()) => (StatusCode::OK, "ok").into_response(),
+        Err(reason) => (StatusCode::SERVICE_UNAVAILABLE, reason).into_response(),
     }
 }
 

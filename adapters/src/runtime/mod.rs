@@ -5,6 +5,7 @@
 
 mod events;
 mod http;
+mod leadership;
 mod metrics;
 
 use std::future::Future;
@@ -14,7 +15,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use k8s_openapi::api::coordination::v1::Lease;
 use kube::Client;
+use kube::api::Api;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube_lease_manager::LeaseManagerBuilder;
 use tokio::net::TcpListener;
@@ -22,6 +25,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub use events::EventRecorder;
+pub use leadership::{NotLeader, Term, TermEnd};
 pub use metrics::{Metrics, ReconcileResult};
 
 use crate::apply::Applier;
@@ -70,6 +74,11 @@ pub struct RuntimeArgs {
     /// Seconds a leader's lease is valid without renewal.
     #[arg(long, env = "IB_LEASE_DURATION_SECONDS", default_value_t = 15, value_parser = clap::value_parser!(u64).range(2..=3600))]
     pub lease_duration_seconds: u64,
+
+    /// /healthz fails once watches have failed this many seconds in a row without progress (or
+    /// at once when a controller stopped on its own); a quiet watch is always healthy.
+    #[arg(long, env = "IB_LIVENESS_STALL_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(1..))]
+    pub liveness_stall_seconds: u64,
 
     /// This replica's identity in the Lease (default: the pod name, else host name and process id).
     #[arg(long, env = "POD_NAME")]
@@ -164,6 +173,8 @@ pub struct LeaderContext {
     pub readiness: Readiness,
     /// Fires when leadership is lost or the process shuts down: stop writing and return.
     pub stop: CancellationToken,
+    /// This leadership term: `client` refuses writes once it is over, whatever the tasks do.
+    pub term: Term,
 }
 
 /// The adapter runtime: one per process.
@@ -215,6 +226,8 @@ impl Runtime {
         Fut: Future<Output = Result<()>> + Send + 'static,
     {
         let readiness = Readiness::new(self.metrics.clone());
+        self.metrics
+            .set_liveness_stall(Duration::from_secs(self.args.liveness_stall_seconds));
         let signals = spawn_signal_handler(self.shutdown.clone());
         let http_stop = CancellationToken::new();
         let http = tokio::spawn(http::serve(
@@ -223,22 +236,13 @@ impl Runtime {
             readiness.clone(),
             http_stop.clone(),
         ));
-        let context = LeaderContext {
-            client: self.client.clone(),
-            metrics: self.metrics.clone(),
-            events: EventRecorder::new(self.client.clone(), self.name, self.identity()),
-            applier: Applier::new(self.name),
-            readiness: readiness.clone(),
-            stop: CancellationToken::new(),
-        };
         let result = if self.args.leader_election {
-            self.lead_when_elected(context, &controllers).await
+            self.lead_when_elected(&readiness, &controllers).await
         } else {
             readiness.set_leading(true);
             self.metrics.set_leader(true);
-            let mut context = context;
-            context.stop = self.shutdown.child_token();
-            controllers(context).await
+            let term = Term::unbounded(self.shutdown.child_token());
+            controllers(self.leader_context(&readiness, term)).await
         };
         self.metrics.set_leader(false);
         http_stop.cancel();
@@ -249,6 +253,20 @@ impl Runtime {
         result
     }
 
+    /// What the controllers of one term get: every hub write goes through the term's gate.
+    fn leader_context(&self, readiness: &Readiness, term: Term) -> LeaderContext {
+        let client = leadership::gated_client(self.client.clone(), term.clone());
+        LeaderContext {
+            events: EventRecorder::new(client.clone(), self.name, self.identity()),
+            client,
+            metrics: self.metrics.clone(),
+            applier: Applier::new(self.name),
+            readiness: readiness.clone(),
+            stop: term.stop_token(),
+            term,
+        }
+    }
+
     fn identity(&self) -> String {
         self.args.identity.clone().unwrap_or_else(|| {
             let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string());
@@ -256,7 +274,16 @@ impl Runtime {
         })
     }
 
-    async fn lead_when_elected<F, Fut>(&self, context: LeaderContext, controllers: &F) -> Result<()>
+    /// Wait for the lease, run the controllers while it is held, and stop on shutdown or on loss.
+    ///
+    /// On loss the process does not return to standby: it stops writing at once (the term's gate
+    /// refuses hub writes from the instant the lease may have passed to another replica, and the
+    /// controllers' stop token is cancelled), gives the controllers a moment to return, and then
+    /// ends with an error so the Pod restarts. A fresh process is the only way to be sure that no
+    /// task of the old term (a spawned reconcile, an exec plugin, a member write) outlives it, and
+    /// the lease manager, which may still believe it holds the lease after a pause or a partition,
+    /// is discarded with it. client-go's leader election and kube-controller-manager do the same.
+    async fn lead_when_elected<F, Fut>(&self, readiness: &Readiness, controllers: &F) -> Result<()>
     where
         F: Fn(LeaderContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<()>> + Send + 'static,
@@ -271,76 +298,123 @@ impl Runtime {
             .with_namespace(self.args.lease_namespace.clone())
             .with_identity(self.identity())
             .with_duration(duration)
-            // Renew a third of the way before expiry, as client-go's defaults do.
-            .with_grace((duration / 3).max(1))
+            // Renew halfway to expiry: the term's deadline (renewal + duration - margin) then
+            // always has half a lease of slack for the renewal and its watch event to arrive.
+            .with_grace((duration / 2).max(1))
             .with_field_manager(self.name)
             .build()
             .await?;
         let (mut leading, lease_task) = manager.watch().await;
         info!(lease = %lease_name, namespace = %self.args.lease_namespace, "waiting for leadership");
-        let outcome = loop {
-            if !*leading.borrow_and_update() {
-                tokio::select! {
-                    _ = self.shutdown.cancelled() => break Ok(()),
-                    changed = leading.changed() => {
-                        if changed.is_err() {
-                            break Err(Error::Config("the lease manager stopped".into()));
-                        }
-                        continue;
+        loop {
+            if *leading.borrow_and_update() {
+                break;
+            }
+            tokio::select! {
+                _ = self.shutdown.cancelled() => {
+                    drop(leading);
+                    release(lease_task).await;
+                    return Ok(());
+                }
+                changed = leading.changed() => {
+                    if changed.is_err() {
+                        return Err(Error::Config("the lease manager stopped".into()));
                     }
                 }
             }
-            info!(lease = %lease_name, "became leader");
-            self.metrics.set_leader(true);
-            context.readiness.set_leading(true);
-            let stop = self.shutdown.child_token();
-            let mut leader_context = context.clone();
-            leader_context.stop = stop.clone();
-            let mut work = tokio::spawn(controllers(leader_context));
-            let lost = loop {
-                tokio::select! {
-                    _ = self.shutdown.cancelled() => break false,
-                    changed = leading.changed() => {
-                        if changed.is_err() || !*leading.borrow_and_update() {
-                            break true;
-                        }
-                    }
-                    finished = &mut work => {
-                        // Controllers returned on their own: an error ends the process.
-                        self.metrics.set_leader(false);
-                        context.readiness.set_leading(false);
-                        let result = finished
-                            .map_err(|err| Error::Config(format!("controllers panicked: {err}")))
-                            .and_then(|r| r);
-                        drop(leading);
-                        release(lease_task).await;
-                        return result;
-                    }
-                }
-            };
-            stop.cancel();
-            let finished = work
-                .await
+        }
+        info!(lease = %lease_name, "became leader");
+        let lease_duration = Duration::from_secs(duration);
+        // The lease was just acquired (its renewTime is a moment ago); the guard moves the
+        // deadline with every renewal it sees.
+        let deadline = k8s_openapi::jiff::Timestamp::now()
+            .as_millisecond()
+            .saturating_add(i64::try_from(lease_duration.as_millis()).unwrap_or(i64::MAX))
+            .saturating_sub(
+                2 * i64::try_from(leadership::margin(lease_duration).as_millis()).unwrap_or(0),
+            );
+        let term = Term::until(self.shutdown.child_token(), deadline);
+        let mut guard = tokio::spawn(leadership::guard_term(
+            Api::<Lease>::namespaced(self.client.clone(), &self.args.lease_namespace),
+            lease_name.clone(),
+            self.identity(),
+            lease_duration,
+            term.clone(),
+        ));
+        self.metrics.set_leader(true);
+        readiness.set_leading(true);
+        let mut work = tokio::spawn(controllers(self.leader_context(readiness, term.clone())));
+        let joined = |joined: std::result::Result<Result<()>, tokio::task::JoinError>| {
+            joined
                 .map_err(|err| Error::Config(format!("controllers panicked: {err}")))
-                .and_then(|r| r);
-            self.metrics.set_leader(false);
-            context.readiness.set_leading(false);
-            if let Err(err) = finished {
-                break Err(err);
-            }
-            if lost {
-                warn!(lease = %lease_name, "lost leadership; stopped writing, waiting to lead again");
-                continue;
-            }
-            break Ok(());
+                .and_then(|r| r)
         };
-        // Closing the channel makes the lease manager release the lease, so a standby takes over
-        // at once instead of after the lease expires.
-        drop(leading);
-        release(lease_task).await;
-        outcome
+        let mut finished: Option<Result<()>> = None;
+        let lost = loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => break None,
+                changed = leading.changed() => {
+                    if changed.is_err() || !*leading.borrow_and_update() {
+                        break Some(TermEnd::OtherHolder);
+                    }
+                }
+                ended = &mut guard => {
+                    match ended {
+                        Ok(TermEnd::Stopped) => break None,
+                        Ok(reason) => break Some(reason),
+                        Err(_) => break Some(TermEnd::NotRenewed),
+                    }
+                }
+                result = &mut work => {
+                    finished = Some(joined(result));
+                    if term.stop_token().is_cancelled() && !self.shutdown.is_cancelled() {
+                        // The guard ended the term and the controllers obeyed first.
+                        break Some((&mut guard).await.unwrap_or(TermEnd::NotRenewed));
+                    }
+                    // Controllers returned on their own: the process ends with their result.
+                    break None;
+                }
+            }
+        };
+        // Stop writing now (the gate closes with the term), then let the controllers return.
+        term.end();
+        guard.abort();
+        self.metrics.set_leader(false);
+        if let Some(reason) = lost {
+            warn!(lease = %lease_name, reason = reason.describe(), "lost leadership; stopped writing");
+        }
+        let finished = match finished {
+            Some(result) => result,
+            None => match tokio::time::timeout(STOP_GRACE, &mut work).await {
+                Ok(result) => joined(result),
+                Err(_) => {
+                    warn!(grace = ?STOP_GRACE, "controllers did not stop in time; aborted");
+                    work.abort();
+                    Ok(())
+                }
+            },
+        };
+        readiness.set_leading(false);
+        match lost {
+            Some(reason) => {
+                // The lease is no longer ours to release: never write to it again.
+                lease_task.abort();
+                drop(leading);
+                Err(Error::LeadershipLost(reason.describe().to_string()))
+            }
+            None => {
+                // Closing the channel makes the lease manager release the lease, so a standby
+                // takes over at once instead of after the lease expires.
+                drop(leading);
+                release(lease_task).await;
+                finished
+            }
+        }
     }
 }
+
+/// How long controllers get to return after being told to stop (shutdown or lost lease).
+const STOP_GRACE: Duration = Duration::from_secs(10);
 
 async fn release(
     lease_task: tokio::task::JoinHandle<

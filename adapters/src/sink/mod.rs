@@ -491,18 +491,18 @@ pub fn is_valid_label_key(key: &str) -> bool {
 }
 
 /// `<base><suffix>`, kept within `max` characters (DNS names): when too long, the base is cut
-/// and a short stable hash of the full base is inserted, so distinct bases stay distinct.
+/// and a short stable hash of the full base is inserted, so distinct bases stay distinct. The hash
+/// is SHA-256 ([`crate::names::short_hash`]): these names are persisted, so they must not change
+/// with the Rust release (std's hasher may). Cut by characters, never inside one.
 pub fn bounded_name(base: &str, suffix: &str, max: usize) -> String {
     let full = format!("{base}{suffix}");
-    if full.len() <= max {
+    if full.chars().count() <= max {
         return full;
     }
-    use std::hash::{Hash, Hasher};
-    let mut hasher = std::collections::hash_map::DefaultHasher::new();
-    base.hash(&mut hasher);
-    let hash = format!("{:08x}", hasher.finish() & 0xffff_ffff);
-    let keep = max.saturating_sub(suffix.len() + hash.len() + 1);
-    let cut = base[..keep.min(base.len())].trim_end_matches(['-', '.']);
+    let hash = crate::names::short_hash(base);
+    let keep = max.saturating_sub(suffix.chars().count() + hash.len() + 1);
+    let cut: String = base.chars().take(keep).collect();
+    let cut = cut.trim_end_matches(['-', '.']);
     format!("{cut}-{hash}{suffix}")
 }
 
@@ -577,5 +577,25 @@ mod tests {
         assert!(a.len() <= 253 && b.len() <= 253);
         assert!(a.ends_with("-sveltos-kubeconfig"));
         assert_ne!(a, b);
+        // Stable across releases: SHA-256, not std's hasher.
+        assert_eq!(
+            a,
+            format!(
+                "{}-{}-sveltos-kubeconfig",
+                "a".repeat(253 - 19 - 9),
+                crate::names::short_hash(&"a".repeat(250))
+            )
+        );
+    }
+
+    #[test]
+    fn bounded_name_cuts_by_characters_without_panicking() {
+        // A multi-byte character straddling the cut point used to panic (byte slicing).
+        let base = "é".repeat(200);
+        let name = bounded_name(&base, "-x", 63);
+        assert_eq!(name.chars().count(), 63, "{name}");
+        assert!(name.ends_with("-x"));
+        let short = bounded_name("ü", "-x", 63);
+        assert_eq!(short, "ü-x");
     }
 }

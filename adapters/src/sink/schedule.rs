@@ -1,7 +1,6 @@
 //! When to renew a token and how long to wait after a failure. Pure, so the spread is tested.
 
 use std::hash::{Hash, Hasher};
-use std::time::Duration;
 
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 
@@ -45,14 +44,8 @@ fn unit_hash(seed: &str, issued_at: Timestamp) -> f64 {
     (hasher.finish() >> 11) as f64 / (1u64 << 53) as f64
 }
 
-/// Exponential backoff after `failures` consecutive failures: 2 s, 4 s, ... capped at `max`,
-/// plus up to 10 % derived from `seed` so failing profiles do not retry in lockstep.
-pub fn backoff(failures: u32, max: Duration, seed: &str) -> Duration {
-    let base = Duration::from_secs(2).saturating_mul(1u32 << failures.saturating_sub(1).min(16));
-    let capped = base.min(max);
-    let spread = capped.mul_f64(0.1 * unit_hash(seed, Timestamp::UNIX_EPOCH));
-    capped + spread
-}
+/// Retry delays are shared with the source engine; re-exported here for the sink engine.
+pub use crate::retry::backoff;
 
 #[cfg(test)]
 mod tests {
@@ -107,15 +100,5 @@ mod tests {
         );
         let spread = renewals.last().unwrap() - renewals.first().unwrap();
         assert!(spread >= 3 * 3600, "spread {spread}s of a 4h window");
-    }
-
-    #[test]
-    fn backoff_grows_and_is_capped() {
-        let max = Duration::from_secs(300);
-        let first = backoff(1, max, "a");
-        let fifth = backoff(5, max, "a");
-        assert!(first >= Duration::from_secs(2) && first < Duration::from_secs(3));
-        assert!(fifth >= Duration::from_secs(32) && fifth < Duration::from_secs(36));
-        assert!(backoff(40, max, "a") <= max.mul_f64(1.1));
     }
 }

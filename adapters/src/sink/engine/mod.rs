@@ -376,13 +376,14 @@ impl<S: Sink> Engine<S> {
             engine: self.clone(),
             store: store.clone(),
         });
+        let metrics = self.metrics.clone();
         let future = controller
             .run(reconcile::<S>, error_policy::<S>, ctx)
-            .for_each(|result| async move {
-                if let Err(err) = result {
-                    // Watch errors heal themselves (the watcher relists); just say so.
-                    debug!(error = %err, "controller event");
-                }
+            .for_each(move |result| {
+                // Watch errors heal themselves (the watcher relists), but are warned about,
+                // counted and fed to /healthz.
+                metrics.observe_controller_event(&result);
+                futures::future::ready(())
             })
             .boxed();
         (store, future)

@@ -1,0 +1,58 @@
+//! The built `sveltos-sink` binary, started as a process against a real hub the way a user starts it,
+//! becomes healthy (`/healthz` 200) and ready (`/readyz` 200: its watches synced).
+
+// Integration test file: helpers panic on a broken fixture, which fails the test as it should.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::Path;
+use std::time::Duration;
+
+use harness::adapter_process::AdapterProcess;
+use harness::{
+    ControlPlane, ControlPlaneOptions, ForeignCrd, install_crd, install_crds, test_namespace,
+};
+
+#[tokio::test]
+async fn the_binary_becomes_healthy_and_ready() {
+    let hub = ControlPlane::start(ControlPlaneOptions::named("hub"))
+        .await
+        .unwrap();
+    let client = hub.client().await.unwrap();
+    install_crd(&client, adapters::crd::cluster_profile_crd())
+        .await
+        .unwrap();
+    install_crds(&client, &[ForeignCrd::SveltosCluster])
+        .await
+        .unwrap();
+    let inventory = test_namespace(&client, "inventory").await.unwrap();
+    // One profile the sink cannot register (no access provider): readiness is about watches
+    // being synced, not about every profile converging.
+    let mut profile = adapters::profile::ClusterProfile::new(
+        "no-access",
+        adapters::profile::ClusterProfileSpec {
+            display_name: None,
+            cluster_manager: adapters::profile::ClusterManager {
+                name: "test".into(),
+            },
+        },
+    );
+    profile.metadata.namespace = Some(inventory.clone());
+    kube::Api::<adapters::profile::ClusterProfile>::namespaced(client.clone(), &inventory)
+        .create(&Default::default(), &profile)
+        .await
+        .unwrap();
+    let mut adapter = AdapterProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_sveltos-sink")),
+        &hub,
+        &[
+            "--inventory-namespace",
+            &inventory,
+            "--leader-election=false",
+        ],
+    )
+    .unwrap();
+    adapter
+        .wait_healthy_and_ready(Duration::from_secs(60))
+        .await
+        .unwrap();
+}
