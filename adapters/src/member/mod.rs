@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -25,6 +27,24 @@ pub const LABEL_SINK: &str = "inventory-bridge.io/sink";
 /// The apiserver's lower bound for `TokenRequest.spec.expirationSeconds`.
 pub const MIN_TOKEN_TTL: Duration = Duration::from_secs(600);
 
+/// Every verb on every resource and every non-resource URL: what the consumers' own registration
+/// tools grant (`sveltosctl register cluster`, `argocd cluster add`).
+pub fn full_access_rules() -> Vec<PolicyRule> {
+    vec![
+        PolicyRule {
+            api_groups: Some(vec!["*".into()]),
+            resources: Some(vec!["*".into()]),
+            verbs: vec!["*".into()],
+            ..PolicyRule::default()
+        },
+        PolicyRule {
+            non_resource_urls: Some(vec!["*".into()]),
+            verbs: vec!["*".into()],
+            ..PolicyRule::default()
+        },
+    ]
+}
+
 /// What to create on each member.
 #[derive(Clone, Debug, PartialEq)]
 pub struct MemberIdentity {
@@ -36,8 +56,12 @@ pub struct MemberIdentity {
     pub cluster_role: String,
     /// ClusterRoleBinding name.
     pub cluster_role_binding: String,
-    /// Rules of the ClusterRole.
+    /// Rules of the ClusterRole (or of each Role in namespaced mode).
     pub rules: Vec<PolicyRule>,
+    /// Namespaced mode when not empty: instead of the ClusterRole and its binding, a Role and a
+    /// RoleBinding (named like them) in each of these member namespaces, with the resource rules
+    /// only (a Role cannot hold non-resource URLs).
+    pub namespaces: Vec<String>,
 }
 
 impl MemberIdentity {
@@ -51,7 +75,24 @@ impl MemberIdentity {
             cluster_role: rbac_name.clone(),
             cluster_role_binding: rbac_name,
             rules,
+            namespaces: Vec::new(),
         }
+    }
+
+    /// The same identity in namespaced mode over `namespaces` (empty: cluster-wide).
+    pub fn with_namespaces(mut self, namespaces: Vec<String>) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// The rules a namespaced Role gets: those naming resources (non-resource URLs are
+    /// cluster-scoped by nature and the apiserver refuses them in a Role).
+    pub fn namespaced_rules(&self) -> Vec<PolicyRule> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.resources.as_ref().is_some_and(|r| !r.is_empty()))
+            .cloned()
+            .collect()
     }
 
     /// The username the apiserver gives the account's tokens.
@@ -146,7 +187,8 @@ where
     .map_err(|err| MemberError::from_kube(&format!("applying {name}"), err))
 }
 
-/// Create or update the namespace, ServiceAccount, ClusterRole and ClusterRoleBinding.
+/// Create or update the namespace, ServiceAccount, and the ClusterRole and ClusterRoleBinding
+/// (or, in namespaced mode, a Role and RoleBinding per listed namespace).
 pub async fn ensure_identity(
     client: &Client,
     identity: &MemberIdentity,
@@ -164,6 +206,26 @@ pub async fn ensure_identity(
         ..ServiceAccount::default()
     };
     apply(&accounts, &identity.service_account, &account, sink).await?;
+    if identity.namespaces.is_empty() {
+        return ensure_cluster_rbac(client, identity, sink).await;
+    }
+    ensure_namespaced_rbac(client, identity, sink).await
+}
+
+fn account_subject(identity: &MemberIdentity) -> Vec<Subject> {
+    vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: identity.service_account.clone(),
+        namespace: Some(identity.namespace.clone()),
+        ..Subject::default()
+    }]
+}
+
+async fn ensure_cluster_rbac(
+    client: &Client,
+    identity: &MemberIdentity,
+    sink: &str,
+) -> Result<(), MemberError> {
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let role = ClusterRole {
         metadata: meta(&identity.cluster_role, None, sink),
@@ -179,14 +241,63 @@ pub async fn ensure_identity(
             kind: "ClusterRole".into(),
             name: identity.cluster_role.clone(),
         },
-        subjects: Some(vec![Subject {
-            kind: "ServiceAccount".into(),
-            name: identity.service_account.clone(),
-            namespace: Some(identity.namespace.clone()),
-            ..Subject::default()
-        }]),
+        subjects: Some(account_subject(identity)),
     };
     apply(&bindings, &identity.cluster_role_binding, &binding, sink).await
+}
+
+/// Namespaced mode: a Role and RoleBinding in each listed namespace (created when missing, like
+/// the account's namespace); a cluster-wide grant left from an earlier cluster-wide run is
+/// withdrawn, so switching modes really narrows the identity.
+async fn ensure_namespaced_rbac(
+    client: &Client,
+    identity: &MemberIdentity,
+    sink: &str,
+) -> Result<(), MemberError> {
+    let rules = identity.namespaced_rules();
+    if rules.is_empty() {
+        return Err(MemberError::Mint(
+            "namespaced mode needs at least one rule naming resources".into(),
+        ));
+    }
+    for namespace in &identity.namespaces {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let exists = namespaces
+            .get_opt(namespace)
+            .await
+            .map_err(|err| MemberError::from_kube(&format!("reading namespace {namespace}"), err))?
+            .is_some();
+        if !exists {
+            let created = Namespace {
+                metadata: meta(namespace, None, sink),
+                ..Namespace::default()
+            };
+            apply(&namespaces, namespace, &created, sink).await?;
+        }
+        let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
+        let role = Role {
+            metadata: meta(&identity.cluster_role, Some(namespace), sink),
+            rules: Some(rules.clone()),
+        };
+        apply(&roles, &identity.cluster_role, &role, sink).await?;
+        let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
+        let binding = RoleBinding {
+            metadata: meta(&identity.cluster_role_binding, Some(namespace), sink),
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Role".into(),
+                name: identity.cluster_role.clone(),
+            },
+            subjects: Some(account_subject(identity)),
+        };
+        apply(&bindings, &identity.cluster_role_binding, &binding, sink).await?;
+    }
+    // A bootstrap credential limited to those namespaces cannot see cluster-wide RBAC, and then
+    // cannot have created it either: a refusal here is not a failure.
+    match remove_cluster_rbac(client, identity).await {
+        Err(MemberError::Refused(_)) | Ok(()) => Ok(()),
+        Err(err) => Err(err),
+    }
 }
 
 /// Ask for a token of `ttl` for the account.
@@ -255,33 +366,52 @@ pub async fn verify(client: &Client, identity: &MemberIdentity) -> Result<(), Me
     Ok(())
 }
 
-/// Delete the ClusterRoleBinding, ClusterRole and ServiceAccount (deleting the account revokes its
-/// tokens). The namespace stays: it may hold other things. Already gone is fine.
-pub async fn remove_identity(
-    client: &Client,
-    identity: &MemberIdentity,
-) -> Result<(), MemberError> {
-    async fn delete<K>(api: Api<K>, name: &str) -> Result<(), MemberError>
-    where
-        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    {
-        match api.delete(name, &DeleteParams::default()).await {
-            Ok(_) => Ok(()),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
-            Err(err) => Err(MemberError::from_kube(&format!("deleting {name}"), err)),
-        }
+/// Delete a named object; already gone is fine.
+async fn delete_named<K>(api: Api<K>, name: &str) -> Result<(), MemberError>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    match api.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+        Err(err) => Err(MemberError::from_kube(&format!("deleting {name}"), err)),
     }
-    delete(
+}
+
+async fn remove_cluster_rbac(client: &Client, identity: &MemberIdentity) -> Result<(), MemberError> {
+    delete_named(
         Api::<ClusterRoleBinding>::all(client.clone()),
         &identity.cluster_role_binding,
     )
     .await?;
-    delete(
+    delete_named(
         Api::<ClusterRole>::all(client.clone()),
         &identity.cluster_role,
     )
-    .await?;
-    delete(
+    .await
+}
+
+/// Delete the bindings and roles (cluster-wide, and in namespaced mode those of each listed
+/// namespace) and the ServiceAccount (deleting the account revokes its tokens). Namespaces stay:
+/// they may hold other things. Already gone is fine.
+pub async fn remove_identity(
+    client: &Client,
+    identity: &MemberIdentity,
+) -> Result<(), MemberError> {
+    for namespace in &identity.namespaces {
+        delete_named(
+            Api::<RoleBinding>::namespaced(client.clone(), namespace),
+            &identity.cluster_role_binding,
+        )
+        .await?;
+        delete_named(
+            Api::<Role>::namespaced(client.clone(), namespace),
+            &identity.cluster_role,
+        )
+        .await?;
+    }
+    remove_cluster_rbac(client, identity).await?;
+    delete_named(
         Api::<ServiceAccount>::namespaced(client.clone(), &identity.namespace),
         &identity.service_account,
     )
@@ -346,6 +476,19 @@ mod tests {
         assert!(parse_rules("- resources: [pods]\n  verbs: []\n").is_err());
         assert!(parse_rules("- verbs: [get]\n").is_err());
         assert!(parse_rules("not: rules").is_err());
+    }
+
+    #[test]
+    fn namespaced_roles_keep_only_resource_rules() {
+        let rules = parse_rules(
+            "- apiGroups: ['*']\n  resources: ['*']\n  verbs: ['*']\n- nonResourceURLs: ['*']\n  verbs: ['*']\n",
+        )
+        .unwrap();
+        let identity = MemberIdentity::new("argocd-sink", "ib", "sa", rules)
+            .with_namespaces(vec!["a".into(), "b".into()]);
+        assert_eq!(identity.namespaced_rules().len(), 1);
+        assert_eq!(identity.namespaces, vec!["a", "b"]);
+        assert!(MemberIdentity::new("s", "ib", "sa", vec![]).namespaces.is_empty());
     }
 
     #[test]

@@ -392,12 +392,17 @@ impl<S: Sink> Engine<S> {
             Verdict::Register => {}
             verdict => return self.suppress(object, &key, &uid, verdict).await,
         }
-
-        self.ensure_finalizer(object).await?;
-        let (credential, fresh) = self.credential(&profile, &key, &uid).await?;
         let config = SinkConfig {
             namespace: self.target_namespace(&key.0),
         };
+        if let Some(failure) = self.claim_conflict(object, &config) {
+            // Never two consumer entries under one name: withdraw ours until the name is free.
+            self.delete_hub_objects(&key.0, &uid).await?;
+            return Err(failure);
+        }
+
+        self.ensure_finalizer(object).await?;
+        let (credential, fresh) = self.credential(&profile, &key, &uid).await?;
         let rendered = self
             .sink
             .render(&profile, &credential, &config)
@@ -456,6 +461,43 @@ impl<S: Sink> Engine<S> {
         Ok(Action::requeue(
             Duration::from_secs_f64(until_renewal).min(self.options.resync),
         ))
+    }
+
+    /// A consumer name this profile claims (see [`Sink::claims`]) that an older registrable
+    /// profile of any watched inventory claims too.
+    fn claim_conflict(&self, object: &DynamicObject, config: &SinkConfig) -> Option<Failure> {
+        let mine = self.sink.claims(&object.metadata, config);
+        if mine.is_empty() {
+            return None;
+        }
+        let stores = self.stores.lock().map(|s| s.clone()).unwrap_or_default();
+        let all: Vec<Arc<DynamicObject>> = stores
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|o| o.metadata.deletion_timestamp.is_none())
+            .collect();
+        let candidates: Vec<Candidate> = all.iter().map(|o| candidate(o)).collect();
+        let others = all.iter().filter_map(|o| {
+            let other_config = SinkConfig {
+                namespace: self.target_namespace(&o.namespace().unwrap_or_default()),
+            };
+            let theirs = self.sink.claims(&o.metadata, &other_config);
+            // Only the few that claim the same name pay for the duplicate check.
+            let registrable = theirs.iter().any(|c| mine.contains(c))
+                && duplicates::verdict(&candidate(o), &candidates) == Verdict::Register;
+            registrable.then(|| (candidate(o), theirs))
+        });
+        let (winner, claim) = super::claims::conflict(&candidate(object), &mine, others)?;
+        Some(Failure {
+            retry: Some(Duration::from_secs(30)),
+            ..Failure::new(
+                "name-conflict",
+                format!(
+                    "{claim} is already claimed by the older profile {}/{}; this one is not registered until it is free",
+                    winner.namespace, winner.name
+                ),
+            )
+        })
     }
 
     /// The current credential, minting a new one when there is none, when it is due for renewal
@@ -601,6 +643,8 @@ impl<S: Sink> Engine<S> {
             server: endpoint.server.clone(),
             ca_pem: endpoint.ca_pem.clone(),
             tls_server_name: endpoint.tls_server_name.clone(),
+            insecure_skip_tls_verify: endpoint.insecure_skip_tls_verify,
+            proxy_url: endpoint.proxy_url.clone(),
             expires_at: token.expires_at,
             namespace: identity.namespace.clone(),
             service_account: identity.service_account.clone(),
@@ -895,6 +939,9 @@ impl<S: Sink> Engine<S> {
     }
 
     fn sweep_namespaces(&self) -> Vec<Option<String>> {
+        if let Some(namespaces) = self.sink.hub_namespaces() {
+            return namespaces.into_iter().map(Some).collect();
+        }
         match &self.options.target_namespace {
             Some(target) => vec![Some(target.clone())],
             None if self.options.inventory_namespaces.is_empty() => vec![None],
@@ -914,11 +961,17 @@ impl<S: Sink> Engine<S> {
         uid: &str,
     ) -> Result<Vec<(ApiResource, DynamicObject)>, Failure> {
         let selector = format!("{LABEL_SINK}={},{LABEL_PROFILE_UID}={uid}", S::NAME);
-        let namespace = self.target_namespace(profile_namespace);
+        let namespaces = self
+            .sink
+            .hub_namespaces()
+            .unwrap_or_else(|| vec![self.target_namespace(profile_namespace)]);
         let mut found = Vec::new();
-        for resource in S::hub_kinds() {
+        for (resource, namespace) in S::hub_kinds()
+            .into_iter()
+            .flat_map(|r| namespaces.iter().map(move |ns| (r.clone(), ns)))
+        {
             let api: Api<DynamicObject> =
-                Api::namespaced_with(self.hub.clone(), &namespace, &resource);
+                Api::namespaced_with(self.hub.clone(), namespace, &resource);
             let list = api
                 .list(&ListParams::default().labels(&selector))
                 .await
