@@ -22,6 +22,7 @@ use adapters::runtime::RuntimeArgs;
 use adapters::sink::render_helpers::{
     NameTemplate, PropertyMapping, add_profile_name_label, add_property_annotations,
     add_property_labels, copied_labels, object_name, parse_namespace, parse_property_mapping,
+    profile_key,
 };
 use adapters::sink::{
     DesiredObject, MintedCredential, Problem, Rendered, Sink, SinkArgs, SinkConfig,
@@ -164,15 +165,7 @@ pub fn render(
     credential: &MintedCredential,
     config: &SinkConfig,
 ) -> Result<Rendered, Problem> {
-    let (Some(name), Some(inventory)) = (
-        profile.metadata.name.as_deref().filter(|n| !n.is_empty()),
-        profile.metadata.namespace.as_deref().filter(|n| !n.is_empty()),
-    ) else {
-        return Err(Problem::new(
-            "render",
-            "the profile has no name or no namespace",
-        ));
-    };
+    let (name, inventory) = profile_key(profile)?;
     let server = credential.server.trim_end_matches('/');
     if is_in_cluster_server(server) {
         return Err(Problem::new(

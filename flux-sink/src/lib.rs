@@ -15,7 +15,7 @@ use adapters::kubeconfig::KubeconfigNames;
 use adapters::profile::ClusterProfile;
 use adapters::runtime::RuntimeArgs;
 use adapters::sink::render_helpers::{
-    NameTemplate, add_profile_name_label, copied_labels, object_name, parse_namespace,
+    NameTemplate, add_profile_name_label, profile_key, copied_labels, object_name, parse_namespace,
 };
 use adapters::sink::{
     DesiredObject, MintedCredential, Problem, Rendered, Sink, SinkArgs, SinkConfig,
@@ -123,15 +123,7 @@ pub fn render(
     credential: &MintedCredential,
     _config: &SinkConfig,
 ) -> Result<Rendered, Problem> {
-    let (Some(name), Some(inventory)) = (
-        profile.metadata.name.as_deref().filter(|n| !n.is_empty()),
-        profile.metadata.namespace.as_deref().filter(|n| !n.is_empty()),
-    ) else {
-        return Err(Problem::new(
-            "render",
-            "the profile has no name or no namespace",
-        ));
-    };
+    let (name, inventory) = profile_key(profile)?;
     let secret_name = object_name(&sink.secret_name.render(name, inventory));
     let mut labels = copied_labels(profile, &[LABEL_WATCH]);
     add_profile_name_label(&mut labels, name);

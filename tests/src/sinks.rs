@@ -72,12 +72,16 @@ pub fn logs() -> &'static Capture {
 }
 
 /// No captured log line and no Event note in `namespaces` contains any of `secrets`.
-pub async fn assert_no_secret_leaked(hub: &Client, namespaces: &[&str], secrets: &[String]) {
+pub async fn assert_no_secret_leaked(
+    hub: &Client,
+    namespaces: &[impl AsRef<str>],
+    secrets: &[String],
+) {
     let text = String::from_utf8_lossy(&logs().0.lock().unwrap()).to_string();
     assert!(text.len() > 1000, "the log capture is not working");
     let mut notes = Vec::new();
     for namespace in namespaces {
-        let events: Api<Event> = Api::namespaced(hub.clone(), namespace);
+        let events: Api<Event> = Api::namespaced(hub.clone(), namespace.as_ref());
         notes.extend(
             events
                 .list(&ListParams::default())
@@ -515,7 +519,7 @@ impl ArgoCluster {
             .clone()
             .unwrap_or_default()
             .into_iter()
-            .map(|(k, v)| Ok((k, String::from_utf8(v.0)?)))
+            .map(|(k, v)| -> Result<(String, String)> { Ok((k, String::from_utf8(v.0)?)) })
             .collect::<Result<_>>()?;
         let config = serde_json::from_str(data.get("config").ok_or("no config key")?)?;
         Ok(Self {

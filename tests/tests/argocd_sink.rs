@@ -124,6 +124,7 @@ async fn namespaced_cluster_secret_reads_like_argocd_reaches_only_its_namespaces
     let identity = options.identity.clone();
     assert_eq!(identity.namespaces, vec![apps_a.clone(), apps_b.clone()]);
     let running = start_sink(&hub, sink, quick(options)).await;
+    let created = std::time::Instant::now();
     create_profile(
         &hub,
         &ns,
@@ -136,6 +137,10 @@ async fn namespaced_cluster_secret_reads_like_argocd_reaches_only_its_namespaces
 
     let secret_name = format!("cluster-{ns}-edge");
     let cluster = argo_cluster(&hub, &argo, &secret_name, |_| true).await;
+    eprintln!(
+        "MEASURED argocd-sink profile created -> cluster Secret (namespaced mode, 2 Roles): {:.2} s",
+        created.elapsed().as_secs_f64()
+    );
     let keys: Vec<&str> = cluster.data.keys().map(String::as_str).collect();
     assert_eq!(
         keys,
@@ -179,8 +184,8 @@ async fn namespaced_cluster_secret_reads_like_argocd_reaches_only_its_namespaces
     // and it may act in the listed namespaces and nowhere else.
     let client = cluster.client().await.unwrap();
     assert_eq!(whoami(&client).await.unwrap(), identity.username());
-    assert!(may(&client, "create", "apps", "deployments", Some(&apps_a)).await);
-    assert!(may(&client, "delete", "", "configmaps", Some(&apps_b)).await);
+    assert!(may(&client, "create", "apps", "deployments", Some(apps_a.as_str())).await);
+    assert!(may(&client, "delete", "", "configmaps", Some(apps_b.as_str())).await);
     assert!(!may(&client, "get", "", "secrets", Some("default")).await);
     assert!(!may(&client, "create", "apps", "deployments", Some("kube-system")).await);
     assert!(!may(&client, "list", "", "namespaces", None).await);
@@ -504,11 +509,11 @@ async fn three_sinks_on_one_member_get_three_identities_beside_argocd_cluster_ad
         .unwrap();
     create_profile(&hub, &ns, "shared", &[], kubeconfig_provider(&member, "admin"), json!([])).await;
 
-    let argo_cluster = argo_cluster(&hub, &argo, &format!("cluster-{ns}-shared"), |_| true).await;
+    let argo_entry = argo_cluster(&hub, &argo, &format!("cluster-{ns}-shared"), |_| true).await;
     let flux_secret = flux_kubeconfig(&hub, &flux, "shared-kubeconfig", |_| true).await;
     let (sveltos_kubeconfig, sveltos_user) =
         harness::sveltos_registration(&hub, &ns, "shared").await.unwrap();
-    let argo_client = argo_cluster.client().await.unwrap();
+    let argo_client = argo_entry.client().await.unwrap();
     let flux_client = flux_secret.client().await.unwrap();
     let users = [
         whoami(&argo_client).await.unwrap(),
@@ -552,7 +557,7 @@ async fn three_sinks_on_one_member_get_three_identities_beside_argocd_cluster_ad
     harness::wait_sveltos_registration_revoked(&hub, &ns, "shared", &member)
         .await
         .unwrap();
-    wait_token_rejected(&member, &argo_cluster.config.bearer_token).await;
+    wait_token_rejected(&member, &argo_entry.config.bearer_token).await;
     wait_token_rejected(&member, &flux_secret.token).await;
     // `argocd cluster add`'s objects are still there, unchanged.
     Api::<ServiceAccount>::namespaced(admin.clone(), "kube-system")
@@ -577,7 +582,7 @@ async fn three_sinks_on_one_member_get_three_identities_beside_argocd_cluster_ad
         &hub,
         &[&ns, &argo, &flux],
         &[
-            argo_cluster.config.bearer_token.clone(),
+            argo_entry.config.bearer_token.clone(),
             flux_secret.token.clone(),
             sveltos_token,
         ],

@@ -63,6 +63,7 @@ async fn kubeconfig_secrets_in_every_flux_namespace_reach_the_member_and_are_rev
     ]);
     let identity = options.identity.clone();
     let running = start_sink(&hub, sink, quick(options)).await;
+    let created = std::time::Instant::now();
     create_profile(
         &hub,
         &ns,
@@ -80,6 +81,10 @@ async fn kubeconfig_secrets_in_every_flux_namespace_reach_the_member_and_are_rev
     let mut tokens = Vec::new();
     for flux in [&flux_a, &flux_b] {
         let secret = flux_kubeconfig(&hub, flux, "web-kubeconfig", |_| true).await;
+        eprintln!(
+            "MEASURED flux-sink profile created -> kubeconfig Secret in {flux}: {:.2} s",
+            created.elapsed().as_secs_f64()
+        );
         let labels = secret.labels();
         assert_eq!(labels["reconcile.fluxcd.io/watch"], "Enabled");
         assert_eq!(labels["env"], "test");

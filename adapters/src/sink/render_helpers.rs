@@ -18,6 +18,20 @@ const OWN_DOMAIN: &str = "inventory-bridge.io/";
 /// A profile property copied onto a hub object: (property name, label or annotation key).
 pub type PropertyMapping = (String, String);
 
+/// The profile's name and namespace (its inventory), both needed to name what a sink writes.
+pub fn profile_key(profile: &ClusterProfile) -> Result<(&str, &str), Problem> {
+    match (
+        profile.metadata.name.as_deref().filter(|n| !n.is_empty()),
+        profile.metadata.namespace.as_deref().filter(|n| !n.is_empty()),
+    ) {
+        (Some(name), Some(namespace)) => Ok((name, namespace)),
+        _ => Err(Problem::new(
+            "render",
+            "the profile has no name or no namespace",
+        )),
+    }
+}
+
 /// The profile's labels to copy onto a hub object: all but `skip` (keys another controller owns on
 /// the consumer side) and our own domain. Labels removed from the profile disappear from the hub
 /// object at the next apply (the engine applies exactly what is rendered).
