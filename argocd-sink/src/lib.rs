@@ -348,7 +348,12 @@ mod tests {
     }
 
     fn decoded(secret: &Value, key: &str) -> String {
-        String::from_utf8(BASE64.decode(secret["data"][key].as_str().unwrap()).unwrap()).unwrap()
+        String::from_utf8(
+            BASE64
+                .decode(secret["data"][key].as_str().unwrap())
+                .unwrap(),
+        )
+        .unwrap()
     }
 
     #[test]

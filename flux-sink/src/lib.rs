@@ -15,7 +15,7 @@ use adapters::kubeconfig::KubeconfigNames;
 use adapters::profile::ClusterProfile;
 use adapters::runtime::RuntimeArgs;
 use adapters::sink::render_helpers::{
-    NameTemplate, add_profile_name_label, profile_key, copied_labels, object_name, parse_namespace,
+    NameTemplate, add_profile_name_label, copied_labels, object_name, parse_namespace, profile_key,
 };
 use adapters::sink::{
     DesiredObject, MintedCredential, Problem, Rendered, Sink, SinkArgs, SinkConfig,
@@ -274,7 +274,10 @@ mod tests {
         assert!(rules.iter().any(|r| r.verbs == vec!["impersonate"]
             && r.resources.as_ref().is_some_and(|r| r.len() == 3)));
         assert_eq!(FluxSink::DEFAULT_MEMBER_NAMESPACE, "inventory-bridge");
-        assert_eq!(FluxSink::DEFAULT_SERVICE_ACCOUNT, "inventory-bridge-flux-sink");
+        assert_eq!(
+            FluxSink::DEFAULT_SERVICE_ACCOUNT,
+            "inventory-bridge-flux-sink"
+        );
     }
 
     #[test]

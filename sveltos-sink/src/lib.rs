@@ -12,7 +12,9 @@
 use adapters::kubeconfig::KubeconfigNames;
 use adapters::profile::ClusterProfile;
 use adapters::sink::render_helpers::{add_property_labels, copied_labels};
-use adapters::sink::{DesiredObject, MintedCredential, Problem, Rendered, Sink, SinkConfig, bounded_name};
+use adapters::sink::{
+    DesiredObject, MintedCredential, Problem, Rendered, Sink, SinkConfig, bounded_name,
+};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use k8s_openapi::api::core::v1::Secret;
@@ -145,11 +147,11 @@ pub use adapters::sink::render_helpers::parse_property_mapping as parse_property
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
     use adapters::profile::{ClusterProfileStatus, Property};
     use adapters::sensitive::Sensitive;
     use k8s_openapi::jiff::Timestamp;
     use kube::api::ObjectMeta;
+    use std::collections::BTreeMap;
 
     fn profile() -> ClusterProfile {
         ClusterProfile {

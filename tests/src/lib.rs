@@ -279,9 +279,12 @@ pub async fn argocd_and_flux_registrations(
         |_| true,
     )
     .await;
-    let flux = sinks::flux_kubeconfig(hub, flux_namespace, &format!("{profile}-kubeconfig"), |_| {
-        true
-    })
+    let flux = sinks::flux_kubeconfig(
+        hub,
+        flux_namespace,
+        &format!("{profile}-kubeconfig"),
+        |_| true,
+    )
     .await;
     let users = [
         sinks::whoami(&argo.client().await?).await?,
@@ -305,7 +308,12 @@ pub async fn wait_argocd_and_flux_revoked(
     for account in ["inventory-bridge-argocd-sink", "inventory-bridge-flux-sink"] {
         wait_object_gone(&accounts, account, Duration::from_secs(60)).await?;
     }
-    sinks::wait_secret_gone(hub, argocd_namespace, &format!("cluster-{inventory}-{profile}")).await;
+    sinks::wait_secret_gone(
+        hub,
+        argocd_namespace,
+        &format!("cluster-{inventory}-{profile}"),
+    )
+    .await;
     sinks::wait_secret_gone(hub, flux_namespace, &format!("{profile}-kubeconfig")).await;
     Ok(())
 }

@@ -185,8 +185,10 @@ pub async fn start_sink<S: Sink>(hub: &Client, sink: S, options: SinkOptions) ->
 /// name), resolved exactly as its binary resolves them.
 pub fn argocd_from_args(argv: &[&str]) -> (argocd_sink::ArgoCdSink, SinkOptions) {
     use clap::Parser;
-    let cli = argocd_sink::Cli::try_parse_from(std::iter::once("argocd-sink").chain(argv.iter().copied()))
-        .unwrap();
+    let cli = argocd_sink::Cli::try_parse_from(
+        std::iter::once("argocd-sink").chain(argv.iter().copied()),
+    )
+    .unwrap();
     let sink = cli.argocd.sink();
     let options = cli
         .sink
@@ -430,12 +432,16 @@ pub async fn may(
 /// may accept it for about 10 s more).
 pub async fn wait_token_rejected(member: &ControlPlane, token: &str) {
     let client = member.token_client(token).await.unwrap();
-    wait_for(Duration::from_secs(60), "the old token rejected", || async {
-        Ok(
-            matches!(whoami(&client).await, Err(kube::Error::Api(ref s)) if s.code == 401)
-                .then_some(()),
-        )
-    })
+    wait_for(
+        Duration::from_secs(60),
+        "the old token rejected",
+        || async {
+            Ok(
+                matches!(whoami(&client).await, Err(kube::Error::Api(ref s)) if s.code == 401)
+                    .then_some(()),
+            )
+        },
+    )
     .await
     .unwrap();
 }

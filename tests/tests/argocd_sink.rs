@@ -71,7 +71,10 @@ async fn argocd_in_cluster_entry(hub: &Client, argocd_namespace: &str) -> Secret
                         "argocd.argoproj.io/secret-type".to_string(),
                         "cluster".to_string(),
                     )])),
-                    ..meta("cluster-kubernetes.default.svc-3396314289", Some(argocd_namespace))
+                    ..meta(
+                        "cluster-kubernetes.default.svc-3396314289",
+                        Some(argocd_namespace),
+                    )
                 },
                 data: Some(BTreeMap::from([
                     ("name".to_string(), data("in-cluster")),
@@ -178,18 +181,48 @@ async fn namespaced_cluster_secret_reads_like_argocd_reaches_only_its_namespaces
     assert_eq!(labels["inventory-bridge.io/profile-namespace"], ns);
     let annotations = cluster.secret.metadata.annotations.clone().unwrap();
     assert_eq!(annotations["example.com/region-note"], "eu-1");
-    assert_eq!(annotations["inventory-bridge.io/profile"], format!("{ns}/edge"));
+    assert_eq!(
+        annotations["inventory-bridge.io/profile"],
+        format!("{ns}/edge")
+    );
 
     // The credential: m1's CA verifies the server (so it is m1), the account is the minted one,
     // and it may act in the listed namespaces and nowhere else.
     let client = cluster.client().await.unwrap();
     assert_eq!(whoami(&client).await.unwrap(), identity.username());
-    assert!(may(&client, "create", "apps", "deployments", Some(apps_a.as_str())).await);
+    assert!(
+        may(
+            &client,
+            "create",
+            "apps",
+            "deployments",
+            Some(apps_a.as_str())
+        )
+        .await
+    );
     assert!(may(&client, "delete", "", "configmaps", Some(apps_b.as_str())).await);
     assert!(!may(&client, "get", "", "secrets", Some("default")).await);
-    assert!(!may(&client, "create", "apps", "deployments", Some("kube-system")).await);
+    assert!(
+        !may(
+            &client,
+            "create",
+            "apps",
+            "deployments",
+            Some("kube-system")
+        )
+        .await
+    );
     assert!(!may(&client, "list", "", "namespaces", None).await);
-    assert!(!may(&client, "create", "rbac.authorization.k8s.io", "clusterroles", None).await);
+    assert!(
+        !may(
+            &client,
+            "create",
+            "rbac.authorization.k8s.io",
+            "clusterroles",
+            None
+        )
+        .await
+    );
     Api::<ConfigMap>::namespaced(client.clone(), &apps_a)
         .list(&ListParams::default())
         .await
@@ -220,7 +253,13 @@ async fn namespaced_cluster_secret_reads_like_argocd_reaches_only_its_namespaces
     );
 
     // Label copy and removal.
-    patch_profile_labels(&hub, &ns, "edge", &[("tier", None), ("env", Some("changed"))]).await;
+    patch_profile_labels(
+        &hub,
+        &ns,
+        "edge",
+        &[("tier", None), ("env", Some("changed"))],
+    )
+    .await;
     argo_cluster(&hub, &argo, &secret_name, |c| {
         let labels = c.labels();
         labels.get("env").map(String::as_str) == Some("changed") && !labels.contains_key("tier")
@@ -305,10 +344,7 @@ async fn rotation_updates_the_cluster_secret_in_place() {
     let name = format!("cluster-{ns}-rotating");
     let first = argo_cluster(&hub, &argo, &name, |_| true).await;
     let first_token = first.config.bearer_token.clone();
-    let second = argo_cluster(&hub, &argo, &name, |c| {
-        c.config.bearer_token != first_token
-    })
-    .await;
+    let second = argo_cluster(&hub, &argo, &name, |c| c.config.bearer_token != first_token).await;
     assert_eq!(
         first.secret.metadata.uid, second.secret.metadata.uid,
         "the same Secret, updated in place"
@@ -348,7 +384,14 @@ async fn same_named_profiles_of_two_inventories_never_shadow_each_other() {
     let argo = test_namespace(&hub, "argocd").await.unwrap();
     let in_cluster = argocd_in_cluster_entry(&hub, &argo).await;
     for inventory in [&inv_a, &inv_b] {
-        hub_secret(&hub, inventory, "m1-admin", "value", &m1.admin_kubeconfig_yaml()).await;
+        hub_secret(
+            &hub,
+            inventory,
+            "m1-admin",
+            "value",
+            &m1.admin_kubeconfig_yaml(),
+        )
+        .await;
     }
     let inventories = format!("{inv_a},{inv_b}");
     let member_namespace = format!("ar-{inv_a}");
@@ -366,10 +409,29 @@ async fn same_named_profiles_of_two_inventories_never_shadow_each_other() {
     };
     let (sink, options) = args("{name}");
     let running = start_sink(&hub, sink, quick(options)).await;
-    create_profile(&hub, &inv_a, "edge", &[], kubeconfig_provider(m1, "m1-admin"), json!([])).await;
+    create_profile(
+        &hub,
+        &inv_a,
+        "edge",
+        &[],
+        kubeconfig_provider(m1, "m1-admin"),
+        json!([]),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has 1 s resolution
-    create_profile(&hub, &inv_b, "edge", &[], kubeconfig_provider(m1, "m1-admin"), json!([])).await;
-    let (name_a, name_b) = (format!("cluster-{inv_a}-edge"), format!("cluster-{inv_b}-edge"));
+    create_profile(
+        &hub,
+        &inv_b,
+        "edge",
+        &[],
+        kubeconfig_provider(m1, "m1-admin"),
+        json!([]),
+    )
+    .await;
+    let (name_a, name_b) = (
+        format!("cluster-{inv_a}-edge"),
+        format!("cluster-{inv_b}-edge"),
+    );
     assert_ne!(name_a, name_b);
     let a = argo_cluster(&hub, &argo, &name_a, |_| true).await;
     assert_eq!(a.data["name"], "edge");
@@ -398,15 +460,39 @@ async fn same_named_profiles_of_two_inventories_never_shadow_each_other() {
     // With the inventory in the template, same-named profiles coexist.
     let (sink, options) = args("{namespace}/{name}");
     let _running = start_sink(&hub, sink, quick(options)).await;
-    create_profile(&hub, &inv_a, "core", &[], kubeconfig_provider(m1, "m1-admin"), json!([])).await;
-    create_profile(&hub, &inv_b, "core", &[], kubeconfig_provider(m1, "m1-admin"), json!([])).await;
+    create_profile(
+        &hub,
+        &inv_a,
+        "core",
+        &[],
+        kubeconfig_provider(m1, "m1-admin"),
+        json!([]),
+    )
+    .await;
+    create_profile(
+        &hub,
+        &inv_b,
+        "core",
+        &[],
+        kubeconfig_provider(m1, "m1-admin"),
+        json!([]),
+    )
+    .await;
     for inventory in [&inv_a, &inv_b] {
         let c = argo_cluster(&hub, &argo, &format!("cluster-{inventory}-core"), |_| true).await;
         assert_eq!(c.data["name"], format!("{inventory}/core"));
     }
     // A profile name too long for `cluster-<inventory>-<profile>` gets a bounded, stable name.
     let long = format!("{}-edge", "x".repeat(240));
-    create_profile(&hub, &inv_a, &long, &[], kubeconfig_provider(m1, "m1-admin"), json!([])).await;
+    create_profile(
+        &hub,
+        &inv_a,
+        &long,
+        &[],
+        kubeconfig_provider(m1, "m1-admin"),
+        json!([]),
+    )
+    .await;
     let bounded = object_name(&format!("cluster-{inv_a}-{long}"));
     assert!(bounded.len() <= 253);
     argo_cluster(&hub, &argo, &bounded, |_| true).await;
@@ -501,18 +587,30 @@ async fn three_sinks_on_one_member_get_three_identities_beside_argocd_cluster_ad
         argocd_from_args(&["--inventory-namespace", &ns, "--argocd-namespace", &argo]);
     let (fluxsink, flux_options) =
         flux_from_args(&["--inventory-namespace", &ns, "--flux-namespace", &flux]);
-    let identities = [argocd_options.identity.clone(), flux_options.identity.clone()];
+    let identities = [
+        argocd_options.identity.clone(),
+        flux_options.identity.clone(),
+    ];
     let _argocd = start_sink(&hub, argocd, quick(argocd_options)).await;
     let _flux = start_sink(&hub, fluxsink, quick(flux_options)).await;
     let sveltos = harness::run_sveltos_sink(hub.clone(), &["--inventory-namespace", &ns])
         .await
         .unwrap();
-    create_profile(&hub, &ns, "shared", &[], kubeconfig_provider(&member, "admin"), json!([])).await;
+    create_profile(
+        &hub,
+        &ns,
+        "shared",
+        &[],
+        kubeconfig_provider(&member, "admin"),
+        json!([]),
+    )
+    .await;
 
     let argo_entry = argo_cluster(&hub, &argo, &format!("cluster-{ns}-shared"), |_| true).await;
     let flux_secret = flux_kubeconfig(&hub, &flux, "shared-kubeconfig", |_| true).await;
-    let (sveltos_kubeconfig, sveltos_user) =
-        harness::sveltos_registration(&hub, &ns, "shared").await.unwrap();
+    let (sveltos_kubeconfig, sveltos_user) = harness::sveltos_registration(&hub, &ns, "shared")
+        .await
+        .unwrap();
     let argo_client = argo_entry.client().await.unwrap();
     let flux_client = flux_secret.client().await.unwrap();
     let users = [
@@ -533,7 +631,11 @@ async fn three_sinks_on_one_member_get_three_identities_beside_argocd_cluster_ad
         .list(&ListParams::default().labels(&format!("{LABEL_MANAGED_BY}=inventory-bridge")))
         .await
         .unwrap();
-    let mut names: Vec<String> = ours.items.iter().filter_map(|r| r.metadata.name.clone()).collect();
+    let mut names: Vec<String> = ours
+        .items
+        .iter()
+        .filter_map(|r| r.metadata.name.clone())
+        .collect();
     names.sort();
     assert_eq!(names.len(), 3, "{names:?}");
     for name in &names {
@@ -576,7 +678,10 @@ async fn three_sinks_on_one_member_get_three_identities_beside_argocd_cluster_ad
     sveltos.shutdown().await.unwrap();
     let sveltos_token = {
         let doc: Value = serde_saphyr::from_str(&sveltos_kubeconfig).unwrap();
-        doc["users"][0]["user"]["token"].as_str().unwrap().to_string()
+        doc["users"][0]["user"]["token"]
+            .as_str()
+            .unwrap()
+            .to_string()
     };
     assert_no_secret_leaked(
         &hub,
@@ -650,7 +755,15 @@ async fn bad_inputs_are_reported_and_never_block_the_others() {
         json!([]),
     )
     .await;
-    create_profile(&hub, &ns, "refused", &[], token_provider("bogus"), json!([])).await;
+    create_profile(
+        &hub,
+        &ns,
+        "refused",
+        &[],
+        token_provider("bogus"),
+        json!([]),
+    )
+    .await;
     create_profile(
         &hub,
         &ns,
@@ -678,7 +791,12 @@ async fn bad_inputs_are_reported_and_never_block_the_others() {
             "bootstrap-secret",
             "not a valid kubeconfig",
         ),
-        ("refused", "MemberRefusedCredential", "member-refused", "401"),
+        (
+            "refused",
+            "MemberRefusedCredential",
+            "member-refused",
+            "401",
+        ),
     ] {
         let note = wait_event(&hub, &ns, profile, reason).await;
         assert!(note.contains(says), "{profile}: {note}");
@@ -712,7 +830,10 @@ async fn bad_inputs_are_reported_and_never_block_the_others() {
     assert!(stray.items.is_empty());
     wait_for(WAIT, "registered gauge", || async {
         Ok((running
-            .metric("inventory_bridge_sink_registrations", &[("state", "registered")])
+            .metric(
+                "inventory_bridge_sink_registrations",
+                &[("state", "registered")],
+            )
             .await
             >= 1.0)
             .then_some(()))
@@ -722,7 +843,12 @@ async fn bad_inputs_are_reported_and_never_block_the_others() {
     assert_no_secret_leaked(
         &hub,
         &[&ns, &argo],
-        &[good.config.bearer_token.clone(), boot, bogus, malformed_secret],
+        &[
+            good.config.bearer_token.clone(),
+            boot,
+            bogus,
+            malformed_secret,
+        ],
     )
     .await;
 }

@@ -91,7 +91,13 @@ async fn kubeconfig_secrets_in_every_flux_namespace_reach_the_member_and_are_rev
         assert_eq!(labels["tier"], "gold");
         assert_eq!(labels["inventory-bridge.io/profile-name"], "web");
         assert_eq!(
-            secret.secret.data.as_ref().unwrap().keys().collect::<Vec<_>>(),
+            secret
+                .secret
+                .data
+                .as_ref()
+                .unwrap()
+                .keys()
+                .collect::<Vec<_>>(),
             ["value"]
         );
         assert_eq!(secret.ca_pem(), m2.ca_pem());
@@ -105,18 +111,30 @@ async fn kubeconfig_secrets_in_every_flux_namespace_reach_the_member_and_are_rev
             .uid;
         assert_eq!(seen.unwrap(), m2.kube_system_uid().await.unwrap());
         for resource in ["serviceaccounts", "users", "groups"] {
-            assert!(may(&client, "impersonate", "", resource, None).await, "{resource}");
+            assert!(
+                may(&client, "impersonate", "", resource, None).await,
+                "{resource}"
+            );
         }
         tokens.push(secret.token.clone());
     }
-    assert_eq!(tokens[0], tokens[1], "one identity, one token, every namespace");
+    assert_eq!(
+        tokens[0], tokens[1],
+        "one identity, one token, every namespace"
+    );
     let role = Api::<ClusterRole>::all(m2.client().await.unwrap())
         .get(&identity.cluster_role)
         .await
         .unwrap();
     assert_eq!(role.rules.unwrap(), identity.rules);
 
-    patch_profile_labels(&hub, &ns, "web", &[("tier", None), ("env", Some("changed"))]).await;
+    patch_profile_labels(
+        &hub,
+        &ns,
+        "web",
+        &[("tier", None), ("env", Some("changed"))],
+    )
+    .await;
     for flux in [&flux_a, &flux_b] {
         flux_kubeconfig(&hub, flux, "web-kubeconfig", |s| {
             let labels = s.labels();
@@ -192,8 +210,10 @@ async fn rotation_updates_the_kubeconfig_secret_in_place() {
     )
     .await;
     let first = flux_kubeconfig(&hub, &flux, "rotating-kubeconfig", |_| true).await;
-    let second = flux_kubeconfig(&hub, &flux, "rotating-kubeconfig", |s| s.token != first.token)
-        .await;
+    let second = flux_kubeconfig(&hub, &flux, "rotating-kubeconfig", |s| {
+        s.token != first.token
+    })
+    .await;
     assert_eq!(first.secret.metadata.uid, second.secret.metadata.uid);
     let old = m1.token_client(&first.token).await.unwrap();
     assert_eq!(whoami(&old).await.unwrap(), identity.username());
@@ -221,7 +241,14 @@ async fn same_named_profiles_conflict_on_one_secret_name_and_a_template_separate
     let inv_b = test_namespace(&hub, "flux-invb").await.unwrap();
     let flux = test_namespace(&hub, "flux").await.unwrap();
     for inventory in [&inv_a, &inv_b] {
-        hub_secret(&hub, inventory, "m1-admin", "value", &m1.admin_kubeconfig_yaml()).await;
+        hub_secret(
+            &hub,
+            inventory,
+            "m1-admin",
+            "value",
+            &m1.admin_kubeconfig_yaml(),
+        )
+        .await;
     }
     let inventories = format!("{inv_a},{inv_b}");
     let member_namespace = format!("fx-{inv_a}");
@@ -239,9 +266,25 @@ async fn same_named_profiles_conflict_on_one_secret_name_and_a_template_separate
     };
     let (sink, options) = args("{name}-kubeconfig");
     let running = start_sink(&hub, sink, quick(options)).await;
-    create_profile(&hub, &inv_a, "edge", &[], kubeconfig_provider(m1, "m1-admin"), json!([])).await;
+    create_profile(
+        &hub,
+        &inv_a,
+        "edge",
+        &[],
+        kubeconfig_provider(m1, "m1-admin"),
+        json!([]),
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(1100)).await;
-    create_profile(&hub, &inv_b, "edge", &[], kubeconfig_provider(m1, "m1-admin"), json!([])).await;
+    create_profile(
+        &hub,
+        &inv_b,
+        "edge",
+        &[],
+        kubeconfig_provider(m1, "m1-admin"),
+        json!([]),
+    )
+    .await;
     let first = flux_kubeconfig(&hub, &flux, "edge-kubeconfig", |_| true).await;
     assert_eq!(
         first.secret.metadata.annotations.as_ref().unwrap()["inventory-bridge.io/profile"],
@@ -290,7 +333,15 @@ async fn bad_inputs_are_reported_and_never_block_the_others() {
         &member_namespace,
     ]);
     let running = start_sink(&hub, sink, quick(options)).await;
-    create_profile(&hub, &ns, "good", &[], kubeconfig_provider(m1, "m1-admin"), json!([])).await;
+    create_profile(
+        &hub,
+        &ns,
+        "good",
+        &[],
+        kubeconfig_provider(m1, "m1-admin"),
+        json!([]),
+    )
+    .await;
     create_profile(
         &hub,
         &ns,
@@ -313,7 +364,15 @@ async fn bad_inputs_are_reported_and_never_block_the_others() {
         json!([]),
     )
     .await;
-    create_profile(&hub, &ns, "no-secret", &[], kubeconfig_provider(m1, "absent"), json!([])).await;
+    create_profile(
+        &hub,
+        &ns,
+        "no-secret",
+        &[],
+        kubeconfig_provider(m1, "absent"),
+        json!([]),
+    )
+    .await;
     let good = flux_kubeconfig(&hub, &flux, "good-kubeconfig", |_| true).await;
     for (profile, reason, category) in [
         ("no-provider", "NoAccessProvider", "no-access-provider"),

@@ -1720,10 +1720,15 @@ async fn ocm_bootstrap_feeds_argocd_and_flux_sinks_with_defaults() {
     let flux = harness::run_flux_sink(client.clone(), &["--inventory-namespace", inventory])
         .await
         .unwrap();
-    let (users, _tokens) =
-        harness::argocd_and_flux_registrations(&client, inventory, cluster, "argocd", "flux-system")
-            .await
-            .unwrap();
+    let (users, _tokens) = harness::argocd_and_flux_registrations(
+        &client,
+        inventory,
+        cluster,
+        "argocd",
+        "flux-system",
+    )
+    .await
+    .unwrap();
     eprintln!(
         "MEASURED ocm profile -> Argo CD and Flux registered (both sinks started cold): {:.2} s",
         started.elapsed().as_secs_f64()

@@ -378,7 +378,10 @@ where
     }
 }
 
-async fn remove_cluster_rbac(client: &Client, identity: &MemberIdentity) -> Result<(), MemberError> {
+async fn remove_cluster_rbac(
+    client: &Client,
+    identity: &MemberIdentity,
+) -> Result<(), MemberError> {
     delete_named(
         Api::<ClusterRoleBinding>::all(client.clone()),
         &identity.cluster_role_binding,
@@ -488,7 +491,11 @@ mod tests {
             .with_namespaces(vec!["a".into(), "b".into()]);
         assert_eq!(identity.namespaced_rules().len(), 1);
         assert_eq!(identity.namespaces, vec!["a", "b"]);
-        assert!(MemberIdentity::new("s", "ib", "sa", vec![]).namespaces.is_empty());
+        assert!(
+            MemberIdentity::new("s", "ib", "sa", vec![])
+                .namespaces
+                .is_empty()
+        );
     }
 
     #[test]

@@ -18,8 +18,8 @@ pub fn conflict(
     others: impl IntoIterator<Item = (Candidate, Vec<String>)>,
 ) -> Option<(Candidate, String)> {
     others.into_iter().find_map(|(other, theirs)| {
-        let same = (other.namespace == me.namespace && other.name == me.name)
-            || !precedes(&other, me);
+        let same =
+            (other.namespace == me.namespace && other.name == me.name) || !precedes(&other, me);
         if same {
             return None;
         }
@@ -63,6 +63,9 @@ mod tests {
         assert!(conflict(&new, &claim, vec![(old, vec!["other".into()])]).is_none());
         assert!(conflict(&new, &claim, vec![(new.clone(), claim.clone())]).is_none());
         // An unknown creation time counts as newest.
-        assert!(precedes(&candidate("z", "z", Some(99)), &candidate("a", "a", None)));
+        assert!(precedes(
+            &candidate("z", "z", Some(99)),
+            &candidate("a", "a", None)
+        ));
     }
 }

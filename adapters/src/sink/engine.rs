@@ -966,19 +966,18 @@ impl<S: Sink> Engine<S> {
             .hub_namespaces()
             .unwrap_or_else(|| vec![self.target_namespace(profile_namespace)]);
         let mut found = Vec::new();
-        for (resource, namespace) in S::hub_kinds()
-            .into_iter()
-            .flat_map(|r| namespaces.iter().map(move |ns| (r.clone(), ns)))
-        {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.hub.clone(), namespace, &resource);
-            let list = api
-                .list(&ListParams::default().labels(&selector))
-                .await
-                .map_err(|err| {
-                    Failure::new("hub-write", format!("cannot list {}: {err}", resource.kind))
-                })?;
-            found.extend(list.items.into_iter().map(|o| (resource.clone(), o)));
+        for resource in S::hub_kinds() {
+            for namespace in &namespaces {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(self.hub.clone(), namespace, &resource);
+                let list = api
+                    .list(&ListParams::default().labels(&selector))
+                    .await
+                    .map_err(|err| {
+                        Failure::new("hub-write", format!("cannot list {}: {err}", resource.kind))
+                    })?;
+                found.extend(list.items.into_iter().map(|o| (resource.clone(), o)));
+            }
         }
         Ok(found)
     }

@@ -22,7 +22,11 @@ pub type PropertyMapping = (String, String);
 pub fn profile_key(profile: &ClusterProfile) -> Result<(&str, &str), Problem> {
     match (
         profile.metadata.name.as_deref().filter(|n| !n.is_empty()),
-        profile.metadata.namespace.as_deref().filter(|n| !n.is_empty()),
+        profile
+            .metadata
+            .namespace
+            .as_deref()
+            .filter(|n| !n.is_empty()),
     ) {
         (Some(name), Some(namespace)) => Ok((name, namespace)),
         _ => Err(Problem::new(
