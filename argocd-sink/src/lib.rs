@@ -441,7 +441,13 @@ mod tests {
             .as_str()
             .unwrap()
             .to_string();
-        assert!(adapters::names::is_dns1123_subdomain(&name), "{name}");
+        assert!(name.len() <= 253, "{name}");
+        assert!(name.starts_with("cluster-inventory-eee"), "{name}");
+        assert!(
+            name.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.'),
+            "{name}"
+        );
         let claims = sink.claims(&profile().metadata, &config);
         assert_eq!(
             claims,
