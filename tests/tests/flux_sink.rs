@@ -347,7 +347,7 @@ async fn bad_inputs_are_reported_and_never_block_the_others() {
         &ns,
         "no-provider",
         &[],
-        vec![provider("open-cluster-management", m1, None)],
+        vec![provider("unknown-manager", m1, None)],
         json!([]),
     )
     .await;
