@@ -1,28 +1,13 @@
-//! argocd-sink: ClusterProfiles become Argo CD cluster Secrets with minted kubeconfigs.
-//!
-//! For now the binary runs only the shared runtime (flags, logs, metrics, health, leader election,
-//! shutdown); its controller is built under its own issue (a later issue).
+//! argocd-sink: ClusterProfiles become Argo CD cluster Secrets with minted credentials.
+//! The binary is flags and a hand-over to the engine; see the library for what it writes.
 
+use argocd_sink::Cli;
 use clap::Parser;
-
-const NAME: &str = "argocd-sink";
-
-#[derive(Debug, Parser)]
-#[command(name = NAME, version, about = "ClusterProfiles become Argo CD cluster Secrets with minted kubeconfigs")]
-struct Args {
-    #[command(flatten)]
-    runtime: adapters::runtime::RuntimeArgs,
-}
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
-    let args = Args::parse();
-    let metrics = adapters::runtime::Metrics::new(NAME);
-    adapters::runtime::run_main(NAME, args.runtime, metrics, |context| async move {
-        tracing::warn!("no controller is implemented in this build yet; idling until stopped");
-        context.readiness.mark_synced();
-        context.stop.cancelled().await;
-        Ok(())
-    })
-    .await
+    let cli = Cli::parse();
+    let sink = cli.argocd.sink();
+    let namespace = Some(sink.namespace.clone());
+    adapters::sink::run_main(cli.runtime, cli.sink, sink, namespace).await
 }

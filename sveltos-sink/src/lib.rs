@@ -9,13 +9,11 @@
 //! This crate is only the Sveltos vocabulary: the type, one pure `render`, the flags. The engine
 //! in `adapters::sink` does the watching, minting, rotation and cleanup.
 
-use std::collections::BTreeMap;
-
 use adapters::kubeconfig::KubeconfigNames;
 use adapters::profile::ClusterProfile;
+use adapters::sink::render_helpers::{add_property_labels, copied_labels};
 use adapters::sink::{
     DesiredObject, MintedCredential, Problem, Rendered, Sink, SinkConfig, bounded_name,
-    is_valid_label_key, is_valid_label_value,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -109,31 +107,8 @@ pub fn render(
         .ok_or_else(|| Problem::new("render", "the profile has no name"))?;
     let secret_name = bounded_name(&name, "-sveltos-kubeconfig", 253);
     let mut warnings = Vec::new();
-    let mut labels: BTreeMap<String, String> = profile
-        .labels_or_empty()
-        .into_iter()
-        .filter(|(k, _)| !MANAGER_LABELS.contains(&k.as_str()))
-        .collect();
-    let properties = profile
-        .status
-        .as_ref()
-        .map(|s| s.properties.as_slice())
-        .unwrap_or_default();
-    for (property, label) in &sink.property_labels {
-        let Some(found) = properties.iter().find(|p| &p.name == property) else {
-            continue;
-        };
-        if is_valid_label_value(&found.value) {
-            labels.insert(label.clone(), found.value.clone());
-        } else {
-            warnings.push(Problem::new(
-                "invalid-label",
-                format!(
-                    "property {property:?} is not a valid label value (63 characters at most, alphanumeric at both ends); label {label:?} not set"
-                ),
-            ));
-        }
-    }
+    let mut labels = copied_labels(profile, &MANAGER_LABELS);
+    add_property_labels(&mut labels, profile, &sink.property_labels, &mut warnings);
     let secret = json!({
         "apiVersion": "v1",
         "kind": "Secret",
@@ -164,21 +139,7 @@ pub fn render(
 }
 
 /// `name` or `name=label-key`; the label key defaults to the property name.
-pub fn parse_property_label(text: &str) -> Result<(String, String), String> {
-    let (property, label) = match text.split_once('=') {
-        Some((p, l)) => (p.trim(), l.trim()),
-        None => (text.trim(), text.trim()),
-    };
-    if property.is_empty() {
-        return Err(format!("{text:?}: empty property name"));
-    }
-    if !is_valid_label_key(label) {
-        return Err(format!(
-            "{text:?}: {label:?} is not a valid label key (write name=label-key)"
-        ));
-    }
-    Ok((property.to_string(), label.to_string()))
-}
+pub use adapters::sink::render_helpers::parse_property_mapping as parse_property_label;
 
 #[cfg(test)]
 mod tests {
@@ -187,6 +148,7 @@ mod tests {
     use adapters::sensitive::Sensitive;
     use k8s_openapi::jiff::Timestamp;
     use kube::api::ObjectMeta;
+    use std::collections::BTreeMap;
 
     fn profile() -> ClusterProfile {
         ClusterProfile {
@@ -228,6 +190,8 @@ mod tests {
             server: "https://m".into(),
             ca_pem: None,
             tls_server_name: None,
+            insecure_skip_tls_verify: false,
+            proxy_url: None,
             expires_at: Timestamp::UNIX_EPOCH,
             namespace: "projectsveltos".into(),
             service_account: "projectsveltos".into(),

@@ -20,6 +20,7 @@ pub mod fleet;
 pub mod helm;
 pub mod pki;
 pub mod process;
+pub mod sinks;
 
 use std::future::Future;
 use std::path::PathBuf;
@@ -229,6 +230,29 @@ impl InProcess {
     }
 }
 
+/// Run `sink` with `options` in-process against `hub`, with the real runtime.
+pub async fn run_sink_in_process<S: adapters::sink::Sink>(
+    hub: kube::Client,
+    sink: S,
+    options: adapters::sink::SinkOptions,
+) -> Result<InProcess> {
+    let mut metrics = adapters::runtime::Metrics::new(S::NAME);
+    let sink_metrics = adapters::sink::SinkMetrics::register(metrics.registry_mut());
+    let runtime = adapters::runtime::Runtime::new(
+        S::NAME,
+        in_process_runtime_args("in-process", "info"),
+        hub,
+        metrics,
+    );
+    let stop = runtime.shutdown_token();
+    let sink = std::sync::Arc::new(sink);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let task = tokio::spawn(runtime.run_with_listener(listener, move |context| {
+        adapters::sink::run(sink.clone(), options.clone(), sink_metrics.clone(), context)
+    }));
+    Ok(InProcess { stop, task })
+}
+
 /// Run sveltos-sink in-process against `hub`, configured by its command line `argv` (without the
 /// program name) exactly as its binary would be.
 pub async fn run_sveltos_sink(hub: kube::Client, argv: &[&str]) -> Result<InProcess> {
@@ -239,24 +263,97 @@ pub async fn run_sveltos_sink(hub: kube::Client, argv: &[&str]) -> Result<InProc
         sink: adapters::sink::SinkArgs,
     }
     let cli = Cli::try_parse_from(std::iter::once("sveltos-sink").chain(argv.iter().copied()))?;
-    let options = cli.sink.resolve::<sveltos_sink::SveltosSink>(None)?;
-    let mut metrics = adapters::runtime::Metrics::new(sveltos_sink::NAME);
-    let sink_metrics = adapters::sink::SinkMetrics::register(metrics.registry_mut());
-    let runtime = adapters::runtime::Runtime::new(
-        sveltos_sink::NAME,
-        in_process_runtime_args("in-process", "info"),
-        hub,
-        metrics,
-    );
-    let stop = runtime.shutdown_token();
-    let sink = std::sync::Arc::new(sveltos_sink::SveltosSink {
+    let sink = sveltos_sink::SveltosSink {
         property_labels: Vec::new(),
-    });
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let task = tokio::spawn(runtime.run_with_listener(listener, move |context| {
-        adapters::sink::run(sink.clone(), options.clone(), sink_metrics.clone(), context)
-    }));
-    Ok(InProcess { stop, task })
+    };
+    let options = cli.sink.resolve_for(&sink, None)?;
+    run_sink_in_process(hub, sink, options).await
+}
+
+/// Run argocd-sink in-process against `hub`, configured by its command line `argv`.
+pub async fn run_argocd_sink(hub: kube::Client, argv: &[&str]) -> Result<InProcess> {
+    let (sink, options) = sinks::argocd_from_args(argv);
+    run_sink_in_process(hub, sink, options).await
+}
+
+/// Run flux-sink in-process against `hub`, configured by its command line `argv`.
+pub async fn run_flux_sink(hub: kube::Client, argv: &[&str]) -> Result<InProcess> {
+    let (sink, options) = sinks::flux_from_args(argv);
+    run_sink_in_process(hub, sink, options).await
+}
+
+/// What argocd-sink and flux-sink published for `profile` of `inventory` with their default
+/// names (Argo CD Secret in `argocd_namespace`, Flux Secret in `flux_namespace`), waiting for
+/// both: the users their credentials authenticate as on the member, and the tokens.
+pub async fn argocd_and_flux_registrations(
+    hub: &kube::Client,
+    inventory: &str,
+    profile: &str,
+    argocd_namespace: &str,
+    flux_namespace: &str,
+) -> Result<([String; 2], [String; 2])> {
+    let argo = sinks::argo_cluster(
+        hub,
+        argocd_namespace,
+        &format!("cluster-{inventory}-{profile}"),
+        |_| true,
+    )
+    .await;
+    let flux = sinks::flux_kubeconfig(
+        hub,
+        flux_namespace,
+        &format!("{profile}-kubeconfig"),
+        |_| true,
+    )
+    .await;
+    let users = [
+        sinks::whoami(&argo.client().await?).await?,
+        sinks::whoami(&flux.client().await?).await?,
+    ];
+    Ok((users, [argo.config.bearer_token, flux.token]))
+}
+
+/// Wait until both registrations of `profile` are gone from the hub and both default member
+/// identities are gone from `member`.
+pub async fn wait_argocd_and_flux_revoked(
+    hub: &kube::Client,
+    inventory: &str,
+    profile: &str,
+    argocd_namespace: &str,
+    flux_namespace: &str,
+    member: &ControlPlane,
+) -> Result<()> {
+    let accounts: kube::Api<k8s_openapi::api::core::v1::ServiceAccount> =
+        kube::Api::namespaced(member.client().await?, "inventory-bridge");
+    for account in ["inventory-bridge-argocd-sink", "inventory-bridge-flux-sink"] {
+        wait_object_gone(&accounts, account, Duration::from_secs(60)).await?;
+    }
+    sinks::wait_secret_gone(
+        hub,
+        argocd_namespace,
+        &format!("cluster-{inventory}-{profile}"),
+    )
+    .await;
+    sinks::wait_secret_gone(hub, flux_namespace, &format!("{profile}-kubeconfig")).await;
+    Ok(())
+}
+
+/// Create namespace `name` (already there is fine): e.g. the `argocd` or `flux-system` namespace a
+/// consumer's installation would have created.
+pub async fn ensure_namespace(client: &kube::Client, name: &str) -> Result<()> {
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let namespace = Namespace {
+        metadata: ObjectMeta {
+            name: Some(name.to_string()),
+            ..ObjectMeta::default()
+        },
+        ..Namespace::default()
+    };
+    match namespaces.create(&PostParams::default(), &namespace).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(status)) if status.code == 409 => Ok(()),
+        Err(err) => Err(err.into()),
+    }
 }
 
 /// Create a namespace of its own for one test: `<prefix>-<unique suffix>`.

@@ -1301,3 +1301,110 @@ async fn capi_kubeconfig_bootstraps_sveltos_sink_with_both_defaults() {
     sink.shutdown().await.unwrap();
     source.stop().await;
 }
+
+/// capi-source feeding argocd-sink and flux-sink, all three with their defaults plus the inventory
+/// namespace: the CAPI admin kubeconfig bootstraps each sink's own identity on the member, the
+/// Argo CD cluster Secret lands in `argocd` and the Flux kubeconfig Secret in `flux-system`, each
+/// authenticating as its sink's account only; deleting the Cluster revokes both.
+#[tokio::test]
+async fn capi_kubeconfig_bootstraps_argocd_and_flux_sinks_with_defaults() {
+    captured_logs();
+    let fleet = shared_fleet().await.unwrap();
+    let member = &fleet.members[0];
+    let hub = ControlPlane::start(ControlPlaneOptions::named("capi-e2e-gitops-hub"))
+        .await
+        .unwrap();
+    let client = hub.client().await.unwrap();
+    install_crds(&client, &[ForeignCrd::CapiCluster])
+        .await
+        .unwrap();
+    install_crd(&client, adapters::crd::cluster_profile_crd())
+        .await
+        .unwrap();
+    for namespace in ["argocd", "flux-system"] {
+        harness::ensure_namespace(&client, namespace).await.unwrap();
+    }
+    let team = test_namespace(&client, "team").await.unwrap();
+    let inventory = test_namespace(&client, "inventory").await.unwrap();
+    let source = start(
+        client.clone(),
+        "capi-source",
+        capi_args(&inventory, None, 300),
+    )
+    .await;
+    let capi = play_capi_controllers(&client, &team, "v1beta2");
+    capi.create_cluster(
+        "web",
+        json!({"env": "prod"}),
+        v1beta2_spec("quick-start", "v1.36.3"),
+        v1beta2_ready_status("v1.36.3"),
+    )
+    .await;
+    capi.write_kubeconfig("web", member.admin_kubeconfig_yaml().as_bytes())
+        .await;
+    let profile_name = format!("{team}-web");
+    let profiles: Api<ClusterProfile> = Api::namespaced(client.clone(), &inventory);
+    wait_profile(&profiles, &profile_name, "joined profile", |p| {
+        joined_is(p, "True", "KubeconfigAvailable") || server(p) == Some(member.server())
+    })
+    .await;
+
+    let started = Instant::now();
+    // The CAPI setup: the Clusters' namespace is where bootstrap Secrets may be read.
+    let sink_args = [
+        "--inventory-namespace",
+        inventory.as_str(),
+        "--bootstrap-secret-namespace",
+        team.as_str(),
+    ];
+    let argocd = harness::run_argocd_sink(client.clone(), &sink_args)
+        .await
+        .unwrap();
+    let flux = harness::run_flux_sink(client.clone(), &sink_args)
+        .await
+        .unwrap();
+    let (users, tokens) = harness::argocd_and_flux_registrations(
+        &client,
+        &inventory,
+        &profile_name,
+        "argocd",
+        "flux-system",
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "MEASURED capi profile -> Argo CD and Flux registered (both sinks started cold): {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        users,
+        [
+            "system:serviceaccount:inventory-bridge:inventory-bridge-argocd-sink",
+            "system:serviceaccount:inventory-bridge:inventory-bridge-flux-sink",
+        ]
+    );
+    let admin_key = member.pki().admin_key.lines().nth(1).unwrap().to_string();
+    for token in &tokens {
+        assert!(!token.contains(&admin_key));
+    }
+    let logs = logs_text();
+    for token in &tokens {
+        assert!(!logs.contains(token.as_str()), "a minted token in the logs");
+    }
+
+    capi.delete_cluster("web").await;
+    wait_gone(&profiles, &profile_name).await;
+    harness::wait_argocd_and_flux_revoked(
+        &client,
+        &inventory,
+        &profile_name,
+        "argocd",
+        "flux-system",
+        member,
+    )
+    .await
+    .unwrap();
+    argocd.shutdown().await.unwrap();
+    flux.shutdown().await.unwrap();
+    source.stop().await;
+}

@@ -1892,3 +1892,170 @@ async fn ocm_bootstrap_feeds_sveltos_sink_with_both_defaults() {
     sink.shutdown().await.unwrap();
     source.stop().await;
 }
+
+/// ocm-source feeding argocd-sink and flux-sink, everything at its defaults plus the inventory
+/// namespace: ocm-source's default bootstrap provisions all three sinks' identities, so the same
+/// `--bootstrap-serviceaccount` feeds Argo CD and Flux with no extra flag. It runs on the other
+/// member than the sveltos end-to-end test (both provision the same default identities).
+#[tokio::test]
+async fn ocm_bootstrap_feeds_argocd_and_flux_sinks_with_defaults() {
+    use clap::Parser;
+
+    let fleet = shared_fleet().await.unwrap();
+    let member = &fleet.members[0];
+    let hub = ControlPlane::start(harness::ControlPlaneOptions::named("e2e-gitops-hub"))
+        .await
+        .unwrap();
+    let client = hub.client().await.unwrap();
+    install_crd(&client, adapters::crd::cluster_profile_crd())
+        .await
+        .unwrap();
+    install_crds(
+        &client,
+        &[
+            ForeignCrd::ManagedCluster,
+            ForeignCrd::ManifestWork,
+            ForeignCrd::ManagedServiceAccount,
+        ],
+    )
+    .await
+    .unwrap();
+    let inventory = "fleet";
+    namespace(&client, inventory).await;
+    for consumer in ["argocd", "flux-system"] {
+        namespace(&client, consumer).await;
+    }
+
+    let ocm = OcmCli::parse_from([
+        "ocm-source",
+        "--inventory-namespace",
+        inventory,
+        "--bootstrap-serviceaccount",
+        "inventory-bridge",
+    ])
+    .ocm
+    .config()
+    .unwrap();
+    let bootstrap = ocm.bootstrap.clone().unwrap();
+    let source = start(client.clone(), ocm, "").await;
+
+    let cluster = "spoke-gitops";
+    play_registration_hub(&client, cluster).await;
+    let clusters: Api<ManagedCluster> = Api::all(client.clone());
+    create_cluster(
+        &clusters,
+        cluster,
+        &[("env", "prod")],
+        &member.server(),
+        Some(BASE64.encode(member.ca_pem())),
+    )
+    .await;
+    play_registration_agent(&clusters, cluster, "True", "v1.36.3", &[]).await;
+    let profiles: Api<ClusterProfile> = Api::namespaced(client.clone(), inventory);
+    wait_profile(
+        &profiles,
+        cluster,
+        "profile with its bootstrap provider",
+        |p| {
+            p.status
+                .as_ref()
+                .is_some_and(|s| !s.access_providers.is_empty())
+        },
+    )
+    .await;
+    let works: Api<DynamicObject> =
+        Api::namespaced_with(client.clone(), cluster, &manifest_work_resource());
+    wait_for(WAIT, "ManifestWork", || {
+        let works = works.clone();
+        let name = bootstrap.grant_name();
+        async move { Ok(works.get_opt(&name).await?) }
+    })
+    .await
+    .unwrap();
+    let work = works.get(&bootstrap.grant_name()).await.unwrap();
+    let orphaning =
+        work.data["spec"]["deleteOption"]["selectivelyOrphans"]["orphaningRules"].clone();
+    let applied = play_work_agent(&client, member, cluster, &bootstrap.grant_name()).await;
+    play_managed_serviceaccount_agent(
+        &client,
+        member,
+        cluster,
+        &bootstrap.service_account,
+        &bootstrap.spoke_namespace,
+    )
+    .await;
+
+    let started = Instant::now();
+    let argocd = harness::run_argocd_sink(client.clone(), &["--inventory-namespace", inventory])
+        .await
+        .unwrap();
+    let flux = harness::run_flux_sink(client.clone(), &["--inventory-namespace", inventory])
+        .await
+        .unwrap();
+    let (users, _tokens) = harness::argocd_and_flux_registrations(
+        &client,
+        inventory,
+        cluster,
+        "argocd",
+        "flux-system",
+    )
+    .await
+    .unwrap();
+    eprintln!(
+        "MEASURED ocm profile -> Argo CD and Flux registered (both sinks started cold): {:.2} s",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        users,
+        [
+            "system:serviceaccount:inventory-bridge:inventory-bridge-argocd-sink",
+            "system:serviceaccount:inventory-bridge:inventory-bridge-flux-sink",
+        ],
+        "each sink publishes its own identity, never the bootstrap token"
+    );
+    let argo = harness::sinks::argo_cluster(
+        &client,
+        "argocd",
+        &format!("cluster-{inventory}-{cluster}"),
+        |_| true,
+    )
+    .await;
+    assert_eq!(argo.labels().get("env").map(String::as_str), Some("prod"));
+    assert_eq!(argo.data["name"], cluster);
+
+    clusters
+        .delete(cluster, &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_gone(&profiles, cluster).await;
+    harness::wait_argocd_and_flux_revoked(
+        &client,
+        inventory,
+        cluster,
+        "argocd",
+        "flux-system",
+        member,
+    )
+    .await
+    .unwrap();
+    wait_for(WAIT, "companions deleted after the profile", || {
+        let works = works.clone();
+        let name = bootstrap.grant_name();
+        async move { Ok(works.get_opt(&name).await?.is_none().then_some(())) }
+    })
+    .await
+    .unwrap();
+    play_work_agent_deletion(member, &applied, &orphaning).await;
+    play_managed_serviceaccount_agent_deletion(
+        &client,
+        member,
+        cluster,
+        &bootstrap.service_account,
+        &bootstrap.spoke_namespace,
+    )
+    .await;
+    assert_spoke_clean(member, &bootstrap).await;
+    argocd.shutdown().await.unwrap();
+    flux.shutdown().await.unwrap();
+    source.stop().await;
+}

@@ -7,7 +7,9 @@ use std::time::Duration;
 
 use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{DeleteParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -49,8 +51,18 @@ pub struct MemberIdentity {
     pub cluster_role: String,
     /// ClusterRoleBinding name.
     pub cluster_role_binding: String,
-    /// Rules of the ClusterRole.
+    /// Rules of the ClusterRole (or of each Role in namespaced mode).
     pub rules: Vec<PolicyRule>,
+    /// Namespaced mode when not empty: instead of the ClusterRole and its binding, a Role and a
+    /// RoleBinding (named like them) in each of these member namespaces, with the resource rules
+    /// only (a Role cannot hold non-resource URLs).
+    pub namespaces: Vec<String>,
+}
+
+/// Every verb on every resource and every non-resource URL: what the consumers' own registration
+/// tools grant (`sveltosctl register cluster`, `argocd cluster add`).
+pub fn full_access_rules() -> Vec<PolicyRule> {
+    defaults::sveltos_rules()
 }
 
 impl MemberIdentity {
@@ -70,7 +82,24 @@ impl MemberIdentity {
             cluster_role: rbac_name.clone(),
             cluster_role_binding: rbac_name,
             rules,
+            namespaces: Vec::new(),
         }
+    }
+
+    /// The same identity in namespaced mode over `namespaces` (empty: cluster-wide).
+    pub fn with_namespaces(mut self, namespaces: Vec<String>) -> Self {
+        self.namespaces = namespaces;
+        self
+    }
+
+    /// The rules a namespaced Role gets: those naming resources (non-resource URLs are
+    /// cluster-scoped by nature and the apiserver refuses them in a Role).
+    pub fn namespaced_rules(&self) -> Vec<PolicyRule> {
+        self.rules
+            .iter()
+            .filter(|rule| rule.resources.as_ref().is_some_and(|r| !r.is_empty()))
+            .cloned()
+            .collect()
     }
 
     /// The default identity of sink instance `instance`: `inventory-bridge/inventory-bridge-<instance>`
@@ -127,6 +156,9 @@ pub struct MintedIdentity {
     pub cluster_role: String,
     /// ClusterRoleBinding name.
     pub cluster_role_binding: String,
+    /// Namespaced mode: the namespaces holding a Role and RoleBinding of those names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub namespaces: Vec<String>,
 }
 
 /// Why minting failed. Each variant is one bounded category.
@@ -273,6 +305,28 @@ pub async fn ensure_identity(
         .clone()
         .ok_or_else(|| MemberError::Mint("the ServiceAccount has no uid".into()))?;
 
+    if identity.namespaces.is_empty() {
+        ensure_cluster_rbac(client, identity, sink).await?;
+    } else {
+        ensure_namespaced_rbac(client, identity, sink).await?;
+    }
+    Ok(uid)
+}
+
+fn account_subject(identity: &MemberIdentity) -> Vec<Subject> {
+    vec![Subject {
+        kind: "ServiceAccount".into(),
+        name: identity.service_account.clone(),
+        namespace: Some(identity.namespace.clone()),
+        ..Subject::default()
+    }]
+}
+
+async fn ensure_cluster_rbac(
+    client: &Client,
+    identity: &MemberIdentity,
+    sink: &str,
+) -> Result<(), MemberError> {
     let roles: Api<ClusterRole> = Api::all(client.clone());
     let existing = get(&roles, &identity.cluster_role).await?;
     if let Some(role) = &existing
@@ -325,7 +379,86 @@ pub async fn ensure_identity(
         };
         apply(&bindings, &identity.cluster_role_binding, &binding, sink).await?;
     }
-    Ok(uid)
+    Ok(())
+}
+
+/// Namespaced mode: a Role and RoleBinding in each listed namespace (the namespace created when
+/// missing), each written only when missing or different, never over an unmarked object.
+async fn ensure_namespaced_rbac(
+    client: &Client,
+    identity: &MemberIdentity,
+    sink: &str,
+) -> Result<(), MemberError> {
+    let rules = identity.namespaced_rules();
+    if rules.is_empty() {
+        return Err(MemberError::Mint(
+            "namespaced mode needs at least one rule naming resources".into(),
+        ));
+    }
+    let role_ref = RoleRef {
+        api_group: Some("rbac.authorization.k8s.io".into()),
+        kind: "Role".into(),
+        name: identity.cluster_role.clone(),
+    };
+    let subjects = account_subject(identity);
+    for namespace in &identity.namespaces {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        if get(&namespaces, namespace).await?.is_none() {
+            let created = Namespace {
+                metadata: meta(namespace, None, identity, sink),
+                ..Namespace::default()
+            };
+            apply(&namespaces, namespace, &created, sink).await?;
+        }
+        let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
+        let existing = get(&roles, &identity.cluster_role).await?;
+        if let Some(role) = &existing
+            && !identity.is_marked(role.metadata.labels.as_ref())
+        {
+            return Err(conflict(
+                "Role",
+                &format!("{namespace}/{}", identity.cluster_role),
+                identity,
+            ));
+        }
+        if !existing
+            .as_ref()
+            .is_some_and(|role| role.rules.as_deref().unwrap_or_default() == rules)
+        {
+            let role = Role {
+                metadata: meta(&identity.cluster_role, Some(namespace), identity, sink),
+                rules: Some(rules.clone()),
+            };
+            apply(&roles, &identity.cluster_role, &role, sink).await?;
+        }
+        let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
+        let existing = get(&bindings, &identity.cluster_role_binding).await?;
+        if let Some(binding) = &existing
+            && !identity.is_marked(binding.metadata.labels.as_ref())
+        {
+            return Err(conflict(
+                "RoleBinding",
+                &format!("{namespace}/{}", identity.cluster_role_binding),
+                identity,
+            ));
+        }
+        if !existing.as_ref().is_some_and(|binding| {
+            binding.role_ref == role_ref && binding.subjects.as_deref() == Some(&subjects[..])
+        }) {
+            let binding = RoleBinding {
+                metadata: meta(
+                    &identity.cluster_role_binding,
+                    Some(namespace),
+                    identity,
+                    sink,
+                ),
+                role_ref: role_ref.clone(),
+                subjects: Some(subjects.clone()),
+            };
+            apply(&bindings, &identity.cluster_role_binding, &binding, sink).await?;
+        }
+    }
+    Ok(())
 }
 
 /// Ask for a token of `ttl` for the account.
@@ -436,6 +569,27 @@ pub async fn remove_identity(client: &Client, minted: &MintedIdentity) -> Result
     {
         delete(&accounts, &minted.service_account, account.metadata.uid).await?;
     }
+    for namespace in &minted.namespaces {
+        let bindings: Api<RoleBinding> = Api::namespaced(client.clone(), namespace);
+        if let Some(binding) = get(&bindings, &minted.cluster_role_binding).await?
+            && marked(binding.metadata.labels.as_ref())
+            && !provisioned(&binding.metadata)
+        {
+            delete(
+                &bindings,
+                &minted.cluster_role_binding,
+                binding.metadata.uid,
+            )
+            .await?;
+        }
+        let roles: Api<Role> = Api::namespaced(client.clone(), namespace);
+        if let Some(role) = get(&roles, &minted.cluster_role).await?
+            && marked(role.metadata.labels.as_ref())
+            && !provisioned(&role.metadata)
+        {
+            delete(&roles, &minted.cluster_role, role.metadata.uid).await?;
+        }
+    }
     let bindings: Api<ClusterRoleBinding> = Api::all(client.clone());
     if let Some(binding) = get(&bindings, &minted.cluster_role_binding).await?
         && marked(binding.metadata.labels.as_ref())
@@ -545,6 +699,19 @@ mod tests {
         let other = MemberIdentity::default_for("sveltos-sink-b", vec![]);
         assert_ne!(other.service_account, identity.service_account);
         assert_ne!(other.cluster_role, identity.cluster_role);
+    }
+
+    #[test]
+    fn namespaced_roles_keep_only_resource_rules() {
+        let identity = MemberIdentity::default_for("argocd-sink", full_access_rules())
+            .with_namespaces(vec!["a".into(), "b".into()]);
+        assert_eq!(identity.namespaced_rules().len(), 1);
+        assert_eq!(identity.namespaces, vec!["a", "b"]);
+        assert!(
+            MemberIdentity::default_for("s", vec![])
+                .namespaces
+                .is_empty()
+        );
     }
 
     #[test]

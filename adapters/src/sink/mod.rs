@@ -8,10 +8,12 @@
 //! rendered hub objects, rotating tokens, cleaning up on deletion behind a bounded finalizer, and
 //! sweeping orphans.
 
+pub mod claims;
 pub mod duplicates;
 mod engine;
 pub mod metrics;
 pub mod record;
+pub mod render_helpers;
 pub mod schedule;
 
 use std::path::PathBuf;
@@ -21,6 +23,7 @@ use std::time::Duration;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::api::rbac::v1::PolicyRule;
 use k8s_openapi::jiff::Timestamp;
+use kube::api::ObjectMeta;
 use kube::core::ApiResource;
 use serde_json::Value;
 
@@ -70,6 +73,10 @@ pub struct MintedCredential {
     pub ca_pem: Option<String>,
     /// `tls-server-name`, if the profile gave one.
     pub tls_server_name: Option<String>,
+    /// Server certificate verification is off (only when the provider file allowed it).
+    pub insecure_skip_tls_verify: bool,
+    /// Proxy to reach the server through, if the profile gave one.
+    pub proxy_url: Option<String>,
     /// When the token expires.
     pub expires_at: Timestamp,
     /// The ServiceAccount's namespace on the member.
@@ -137,6 +144,27 @@ pub trait Sink: Send + Sync + 'static {
 
     /// The hub kinds `render` produces (for deletion and the orphan sweep).
     fn hub_kinds() -> Vec<ApiResource>;
+
+    /// Namespaced mode of the member identity: the member namespaces its Roles cover (empty, the
+    /// default: one ClusterRole and ClusterRoleBinding).
+    fn member_namespaces(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Names in the consumer that must be unique among profiles (e.g. an Argo CD cluster name),
+    /// from the profile's metadata alone so the engine can compare all profiles cheaply. Checked
+    /// before minting: when two profiles claim the same one, the older registers and the other is
+    /// refused with a `name-conflict` problem (and its hub objects are withdrawn). Pure; none by
+    /// default.
+    fn claims(&self, _profile: &ObjectMeta, _config: &SinkConfig) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Hub namespaces `render` writes to, when not the engine's target namespace of each profile
+    /// (e.g. one Secret per consumer namespace); deletion and the orphan sweep look there.
+    fn hub_namespaces(&self) -> Option<Vec<String>> {
+        None
+    }
 
     /// The hub objects for `profile` with `credential`. Pure: no I/O.
     fn render(
@@ -425,6 +453,19 @@ impl SinkArgs {
     }
 }
 
+impl SinkArgs {
+    /// [`SinkArgs::resolve`], then what the sink value itself declares (namespaced mode).
+    pub fn resolve_for<S: Sink>(
+        &self,
+        sink: &S,
+        target_namespace: Option<String>,
+    ) -> Result<SinkOptions> {
+        let mut options = self.resolve::<S>(target_namespace)?;
+        options.identity = options.identity.with_namespaces(sink.member_namespaces());
+        Ok(options)
+    }
+}
+
 /// Parse `90s`, `10m`, `24h`, `1h30m`, `2d` (or plain seconds).
 pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     let text = text.trim();
@@ -514,7 +555,7 @@ pub async fn run_main<S: Sink>(
     sink: S,
     target_namespace: Option<String>,
 ) -> std::process::ExitCode {
-    let options = match args.resolve::<S>(target_namespace) {
+    let options = match args.resolve_for(&sink, target_namespace) {
         Ok(options) => options,
         Err(err) => {
             eprintln!("{}: {err}", S::NAME);

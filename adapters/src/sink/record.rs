@@ -123,6 +123,7 @@ pub fn fingerprint(request: &AccessRequest, identity: &MemberIdentity, ttl_secon
             "clusterRole": identity.cluster_role,
             "binding": identity.cluster_role_binding,
             "rules": identity.rules,
+            "namespaces": identity.namespaces,
         },
         "ttl": ttl_seconds,
     });
@@ -194,6 +195,7 @@ mod tests {
                 service_account_uid: "sa-uid".into(),
                 cluster_role: "r".into(),
                 cluster_role_binding: "b".into(),
+                namespaces: vec![],
             },
             fingerprint: "f".into(),
             expires_at: "2026-12-02T10:00:00Z".into(),

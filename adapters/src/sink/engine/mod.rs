@@ -389,12 +389,20 @@ impl<S: Sink> Engine<S> {
         (store, future)
     }
 
-    /// The namespaces holding the hub objects of profiles of `profile_namespace`.
+    /// The namespace a profile's hub objects go to by default (the sink's target, else the
+    /// profile's own).
     fn hub_namespace(&self, profile_namespace: &str) -> String {
         self.options
             .target_namespace
             .clone()
             .unwrap_or_else(|| profile_namespace.to_string())
+    }
+
+    /// Every namespace a profile's hub objects may be in (a sink may write to several).
+    fn hub_namespaces(&self, profile_namespace: &str) -> Vec<String> {
+        self.sink
+            .hub_namespaces()
+            .unwrap_or_else(|| vec![self.hub_namespace(profile_namespace)])
     }
 
     fn resolver(&self) -> Resolver<'_> {
@@ -460,20 +468,21 @@ impl<S: Sink> Engine<S> {
         uid: &str,
     ) -> Result<Vec<(ApiResource, DynamicObject)>, Failure> {
         let selector = format!("{},{LABEL_PROFILE_UID}={uid}", self.instance_selector());
-        let namespace = self.hub_namespace(profile_namespace);
         let mut found = Vec::new();
         for resource in S::hub_kinds() {
-            let api: Api<DynamicObject> =
-                Api::namespaced_with(self.hub.clone(), &namespace, &resource);
-            match api.list(&ListParams::default().labels(&selector)).await {
-                Ok(list) => found.extend(list.items.into_iter().map(|o| (resource.clone(), o))),
-                // The kind is not served (its CRD is gone): nothing of it to find or delete.
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(err) => {
-                    return Err(Failure::new(
-                        "hub-write",
-                        format!("cannot list {}: {err}", resource.kind),
-                    ));
+            for namespace in self.hub_namespaces(profile_namespace) {
+                let api: Api<DynamicObject> =
+                    Api::namespaced_with(self.hub.clone(), &namespace, &resource);
+                match api.list(&ListParams::default().labels(&selector)).await {
+                    Ok(list) => found.extend(list.items.into_iter().map(|o| (resource.clone(), o))),
+                    // The kind is not served (its CRD is gone): nothing of it to find or delete.
+                    Err(kube::Error::Api(status)) if status.code == 404 => {}
+                    Err(err) => {
+                        return Err(Failure::new(
+                            "hub-write",
+                            format!("cannot list {}: {err}", resource.kind),
+                        ));
+                    }
                 }
             }
         }
@@ -487,24 +496,25 @@ impl<S: Sink> Engine<S> {
         uid: &str,
     ) -> Result<Vec<(Secret, Record)>, Failure> {
         let selector = format!("{},{LABEL_PROFILE_UID}={uid}", self.instance_selector());
-        let api: Api<Secret> =
-            Api::namespaced(self.hub.clone(), &self.hub_namespace(profile_namespace));
-        let list = api
-            .list(&ListParams::default().labels(&selector))
-            .await
-            .map_err(|err| Failure::new("hub-write", format!("cannot list our Secrets: {err}")))?;
-        Ok(list
-            .items
-            .into_iter()
-            .filter_map(|secret| {
+        let mut records = Vec::new();
+        for namespace in self.hub_namespaces(profile_namespace) {
+            let api: Api<Secret> = Api::namespaced(self.hub.clone(), &namespace);
+            let list = api
+                .list(&ListParams::default().labels(&selector))
+                .await
+                .map_err(|err| {
+                    Failure::new("hub-write", format!("cannot list our Secrets: {err}"))
+                })?;
+            records.extend(list.items.into_iter().filter_map(|secret| {
                 let record = secret
                     .annotations()
                     .get(super::ANNOTATION_REGISTRATION)
                     .and_then(|text| Record::from_annotation(text))
                     .filter(|r| r.profile_uid == uid)?;
                 Some((secret, record))
-            })
-            .collect())
+            }));
+        }
+        Ok(records)
     }
 
     async fn delete_hub_objects(&self, profile_namespace: &str, uid: &str) -> Result<(), Failure> {

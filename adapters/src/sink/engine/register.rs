@@ -49,12 +49,18 @@ impl<S: Sink> Engine<S> {
             verdict => return self.suppress(object, &key, &uid, verdict).await,
         }
 
-        self.ensure_finalizer(object).await?;
-        let (registration, fresh, previous) =
-            self.credential(&key, &uid, &request, &advertised).await?;
         let config = SinkConfig {
             namespace: self.hub_namespace(&key.0),
         };
+        if let Some(failure) = self.claim_conflict(object, &config) {
+            // Never two consumer entries under one name: withdraw ours until the name is free.
+            self.delete_hub_objects(&key.0, &uid).await?;
+            return Err(failure);
+        }
+
+        self.ensure_finalizer(object).await?;
+        let (registration, fresh, previous) =
+            self.credential(&key, &uid, &request, &advertised).await?;
         let rendered = self
             .sink
             .render(&profile, &registration.credential, &config)
@@ -120,6 +126,43 @@ impl<S: Sink> Engine<S> {
             .max(1.0);
         Ok(Action::requeue(
             Duration::from_secs_f64(until).min(self.options.resync),
+        ))
+    }
+
+    /// A consumer name this profile claims (see [`Sink::claims`]) that an older registrable
+    /// profile of any served inventory claims too.
+    fn claim_conflict(&self, object: &DynamicObject, config: &SinkConfig) -> Option<Failure> {
+        let mine = self.sink.claims(&object.metadata, config);
+        if mine.is_empty() {
+            return None;
+        }
+        let stores = self.stores.lock().map(|s| s.clone()).unwrap_or_default();
+        let all: Vec<std::sync::Arc<DynamicObject>> = stores
+            .iter()
+            .flat_map(|s| s.state())
+            .filter(|o| o.metadata.deletion_timestamp.is_none())
+            .collect();
+        let candidates: Vec<Candidate> = all.iter().map(|o| candidate(o)).collect();
+        let others = all.iter().filter_map(|o| {
+            let other_config = SinkConfig {
+                namespace: self.hub_namespace(&o.namespace().unwrap_or_default()),
+            };
+            let theirs = self.sink.claims(&o.metadata, &other_config);
+            // Only the few that claim the same name pay for the trust and duplicate checks.
+            let registrable = theirs.iter().any(|c| mine.contains(c))
+                && parse_profile(o)
+                    .ok()
+                    .is_some_and(|p| access::choose(&self.options.providers, &p).is_ok())
+                && duplicates::verdict(&candidate(o), &candidates) == Verdict::Register;
+            registrable.then(|| (candidate(o), theirs))
+        });
+        let (winner, claim) = crate::sink::claims::conflict(&candidate(object), &mine, others)?;
+        Some(Failure::new(
+            "name-conflict",
+            format!(
+                "{claim} is already claimed by the older profile {}/{}; this one is not registered until it is free",
+                winner.namespace, winner.name
+            ),
         ))
     }
 

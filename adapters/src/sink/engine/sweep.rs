@@ -18,6 +18,9 @@ use crate::sink::{ANNOTATION_REGISTRATION, LABEL_PROFILE_UID, Sink};
 impl<S: Sink> Engine<S> {
     /// Where this instance's hub objects may be.
     pub(super) fn sweep_namespaces(&self) -> Vec<Option<String>> {
+        if let Some(namespaces) = self.sink.hub_namespaces() {
+            return namespaces.into_iter().map(Some).collect();
+        }
         match &self.options.target_namespace {
             Some(target) => vec![Some(target.clone())],
             None => self.scopes(),
