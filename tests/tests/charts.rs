@@ -54,14 +54,11 @@ const CHARTS: [&str; 5] = [
 const WAIT: Duration = Duration::from_secs(60);
 
 /// Flags the charts pass that the adapter binaries on this branch do not have yet, per chart:
-/// the trust-boundary flags of the sink engine (`--all-namespaces`,
-/// `--bootstrap-secret-namespace`), and every own flag of argocd-sink and flux-sink, whose
-/// adapters are being written (their mains run only the shared runtime so far). When a flag
-/// lands, it leaves this list (the flag test says so).
+/// every own flag of argocd-sink and flux-sink, whose adapters are being written (their mains
+/// run only the shared runtime so far). When a flag lands, it leaves this list (the flag test
+/// says so).
 fn pending_flags(chart: &str) -> Option<&'static [&'static str]> {
-    const SINK_TRUST: &[&str] = &["--all-namespaces", "--bootstrap-secret-namespace"];
     match chart {
-        "sveltos-sink" => Some(SINK_TRUST),
         // Everything but the runtime's flags.
         "argocd-sink" | "flux-sink" => None,
         _ => Some(&[]),
@@ -156,6 +153,28 @@ fn is_source(chart: &str) -> bool {
     chart.ends_with("-source")
 }
 
+/// Sink charts with the uninstall hook (`releaseOnUninstall`): the pre-delete Job running the
+/// sink with `--release-finalizers`. argocd-sink and flux-sink get it when their adapters land.
+fn has_release_hook(chart: &str) -> bool {
+    chart == "sveltos-sink"
+}
+
+/// The uninstall hook Job, if rendered.
+fn release_job(objects: &[Value]) -> Option<&Value> {
+    let jobs = kind(objects, "Job");
+    assert!(jobs.len() <= 1, "at most one Job");
+    jobs.first().copied()
+}
+
+fn strings(value: &Value) -> Vec<String> {
+    value
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap().to_string())
+        .collect()
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helm itself.
 
@@ -210,6 +229,9 @@ fn every_chart_lints_and_renders_with_minimal_and_everything_on() {
             expected.insert("CustomResourceDefinition");
         } else {
             expected.insert("ConfigMap");
+        }
+        if has_release_hook(chart) {
+            expected.insert("Job");
         }
         assert_eq!(kinds, expected, "{chart}: objects with minimal values");
         let pod = &deployment(&objects)["spec"]["template"]["spec"];
@@ -382,6 +404,231 @@ fn values_schema_rejects_wrong_types_and_unknown_keys() {
     }
 }
 
+#[test]
+fn sink_uninstall_hook_releases_finalizers_with_the_deployment_flags() {
+    let (helm, _) = offline_helm();
+    for chart in CHARTS.into_iter().filter(|c| has_release_hook(c)) {
+        for values in ["minimal", "everything"] {
+            let objects = template(&helm, chart, "inventory-bridge", &[values], &[]).unwrap();
+            let job = release_job(&objects)
+                .unwrap_or_else(|| panic!("{chart} ({values}): the hook is on by default"));
+            let annotations = &job["metadata"]["annotations"];
+            assert_eq!(annotations["helm.sh/hook"], "pre-delete", "{chart}");
+            assert_eq!(
+                annotations["helm.sh/hook-delete-policy"],
+                "before-hook-creation,hook-succeeded"
+            );
+            let spec = &job["spec"];
+            let deadline = spec["activeDeadlineSeconds"].as_i64().unwrap();
+            assert!((30..=3600).contains(&deadline), "bounded: {deadline}");
+            assert!(spec["backoffLimit"].as_i64().unwrap() <= 3);
+            let pod = &spec["template"]["spec"];
+            assert_eq!(pod["restartPolicy"], "Never");
+            let deployment_pod = &deployment(&objects)["spec"]["template"]["spec"];
+            // Same identity, image and pod security as the Deployment.
+            assert_eq!(
+                pod["serviceAccountName"],
+                deployment_pod["serviceAccountName"]
+            );
+            assert_eq!(pod["securityContext"], deployment_pod["securityContext"]);
+            let c = &pod["containers"][0];
+            assert_eq!(c["image"], container(&objects)["image"]);
+            assert_eq!(c["securityContext"], container(&objects)["securityContext"]);
+            assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
+            assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
+            assert_eq!(c["volumeMounts"], container(&objects)["volumeMounts"]);
+            // The Deployment's flags, leader election off (the Deployment holds the Lease while
+            // pre-delete hooks run), plus --release-finalizers.
+            let is_lease =
+                |a: &String| a.starts_with("--leader-election") || a.starts_with("--lease-");
+            let mut expected: Vec<String> = args_of(&objects)
+                .into_iter()
+                .filter(|a| !is_lease(a))
+                .collect();
+            expected.push("--release-finalizers".into());
+            let args = strings(&c["args"]);
+            assert!(args.contains(&"--leader-election=false".to_string()));
+            let args: Vec<String> = args.into_iter().filter(|a| !is_lease(a)).collect();
+            assert_eq!(args, expected, "{chart} ({values})");
+        }
+        let objects = template(
+            &helm,
+            chart,
+            "inventory-bridge",
+            &["minimal"],
+            &["releaseOnUninstall.enabled=false"],
+        )
+        .unwrap();
+        assert!(
+            release_job(&objects).is_none(),
+            "{chart}: the hook is optional"
+        );
+
+        // --instance: empty leaves the sink's name (no flag); set, it is passed.
+        let objects = template(&helm, chart, "inventory-bridge", &["minimal"], &[]).unwrap();
+        assert!(
+            !args_of(&objects)
+                .iter()
+                .any(|a| a.starts_with("--instance"))
+        );
+        let objects = template(
+            &helm,
+            chart,
+            "inventory-bridge",
+            &["minimal"],
+            &["config.instance=blue"],
+        )
+        .unwrap();
+        assert!(args_of(&objects).contains(&"--instance=blue".to_string()));
+        let err = template(
+            &helm,
+            chart,
+            "inventory-bridge",
+            &["minimal"],
+            &["config.instance=Not_A_Label"],
+        )
+        .unwrap_err();
+        assert!(err.contains("schema"), "{chart}: {err}");
+    }
+}
+
+#[test]
+fn sink_secret_reads_are_per_namespace_unless_cluster_wide_is_chosen() {
+    let (helm, _) = offline_helm();
+    let secret_get = |scope: &str| {
+        (
+            scope.to_string(),
+            String::new(),
+            "secrets".to_string(),
+            "get".to_string(),
+            String::new(),
+        )
+    };
+    let objects = template(
+        &helm,
+        "sveltos-sink",
+        "ns",
+        &[],
+        &readme_values("sveltos-sink"),
+    )
+    .unwrap();
+    let permissions = chart_permissions(&objects);
+    assert!(
+        !permissions.contains(&secret_get("cluster")),
+        "off by default"
+    );
+    for ns in ["fleet", "capi-clusters"] {
+        assert!(permissions.contains(&secret_get(&format!("namespace {ns}"))));
+    }
+    let mut sets = readme_values("sveltos-sink");
+    sets.push("rbac.readSecretsClusterWide=true");
+    let objects = template(&helm, "sveltos-sink", "ns", &[], &sets).unwrap();
+    let permissions = chart_permissions(&objects);
+    assert!(
+        permissions.contains(&secret_get("cluster")),
+        "the OCM setup: token Secrets in every ManagedCluster's namespace"
+    );
+    // Only get: never list or watch Secrets cluster-wide.
+    for verb in ["list", "watch", "create", "patch", "delete"] {
+        assert!(
+            !permissions
+                .iter()
+                .any(|p| p.0 == "cluster" && p.2 == "secrets" && p.3 == verb)
+        );
+    }
+}
+
+#[test]
+fn ocm_source_bootstrap_sinks_and_their_rules_files() {
+    let (helm, _) = offline_helm();
+    let objects = template(
+        &helm,
+        "ocm-source",
+        "inventory-bridge",
+        &["everything"],
+        &[],
+    )
+    .unwrap();
+    let args = args_of(&objects);
+    for sink in ["sveltos-sink", "argocd-sink", "sveltos-prod=sveltos-sink"] {
+        assert!(
+            args.contains(&format!("--bootstrap-sink={sink}")),
+            "{args:?}"
+        );
+    }
+    let rules_flag = "--bootstrap-sink-rules=sveltos-prod=/etc/inventory-bridge/bootstrap-rules/sveltos-prod.json";
+    assert!(args.contains(&rules_flag.to_string()), "{args:?}");
+    let config = kind(&objects, "ConfigMap")
+        .into_iter()
+        .find(|c| c["metadata"]["name"] == "ib-bootstrap-rules")
+        .expect("the rules ConfigMap");
+    let rules: Value =
+        serde_json::from_str(config["data"]["sveltos-prod.json"].as_str().unwrap()).unwrap();
+    assert_eq!(rules[0]["verbs"], json!(["get", "list", "watch"]));
+    let c = container(&objects);
+    assert!(
+        c["volumeMounts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m["name"] == "bootstrap-rules"
+                && m["mountPath"] == "/etc/inventory-bridge/bootstrap-rules")
+    );
+    let annotations = &deployment(&objects)["spec"]["template"]["metadata"]["annotations"];
+    assert!(
+        annotations["checksum/config"].is_string(),
+        "new rules restart the pod"
+    );
+    // The file parses as the adapter reads it.
+    let dir = Scratch(scratch("bootstrap-rules"));
+    let file = dir.0.join("sveltos-prod.json");
+    std::fs::write(&file, config["data"]["sveltos-prod.json"].as_str().unwrap()).unwrap();
+    let cli = OcmCli::try_parse_from([
+        "ocm-source".to_string(),
+        "--inventory-namespace=fleet".into(),
+        "--bootstrap-serviceaccount=inventory-bridge".into(),
+        "--bootstrap-sink=sveltos-prod=sveltos-sink".into(),
+        format!("--bootstrap-sink-rules=sveltos-prod={}", file.display()),
+    ])
+    .unwrap();
+    cli.ocm.config().unwrap();
+
+    // Defaults: no --bootstrap-sink (the adapter's: all three sinks), no ConfigMap.
+    let objects = template(
+        &helm,
+        "ocm-source",
+        "inventory-bridge",
+        &["minimal"],
+        &["config.bootstrap.serviceAccount=inventory-bridge"],
+    )
+    .unwrap();
+    assert!(
+        !args_of(&objects)
+            .iter()
+            .any(|a| a.starts_with("--bootstrap-sink"))
+    );
+    assert!(kind(&objects, "ConfigMap").is_empty());
+    let err = template(
+        &helm,
+        "ocm-source",
+        "inventory-bridge",
+        &["minimal"],
+        &["config.bootstrap.sinks={nope-sink}"],
+    )
+    .unwrap_err();
+    assert!(err.contains("schema"), "{err}");
+    // Rules for an instance no bootstrap sink names: refused by the chart, as the adapter would.
+    let err = template(
+        &helm,
+        "ocm-source",
+        "inventory-bridge",
+        &["everything"],
+        &["config.bootstrap.sinks={argocd-sink}"],
+    )
+    .unwrap_err();
+    assert!(err.contains("sinkRules names \"sveltos-prod\""), "{err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Flags: every flag of every adapter is reachable from values.
 
@@ -471,6 +718,12 @@ fn every_adapter_flag_is_reachable_from_values() {
             let objects = template(&helm, chart, "inventory-bridge", &["everything"], &sets)
                 .unwrap_or_else(|err| panic!("{chart} {sets:?}: {err}"));
             args.extend(args_of(&objects));
+            // Flags only the uninstall hook passes (--release-finalizers) count too.
+            if let Some(job) = release_job(&objects) {
+                args.extend(strings(
+                    &job["spec"]["template"]["spec"]["containers"][0]["args"],
+                ));
+            }
             env.extend(
                 container(&objects)["env"]
                     .as_array()
@@ -885,6 +1138,34 @@ impl Hub {
             .unwrap()
             .ok()
             .unwrap();
+    }
+
+    /// `helm uninstall --no-hooks`: this hub has no kubelet, so a hook Job would never run (Helm
+    /// would wait for it until its timeout). The test runs the hook's command line in-process
+    /// instead, before uninstalling.
+    fn uninstall_without_hooks(&self, release_namespace: &str) {
+        self.helm
+            .run(&[
+                "uninstall",
+                "ib",
+                "--no-hooks",
+                "--namespace",
+                release_namespace,
+            ])
+            .unwrap()
+            .ok()
+            .unwrap();
+    }
+
+    /// The release's hooks (not part of `helm get manifest`).
+    fn hooks(&self, release_namespace: &str) -> Vec<Value> {
+        let text = self
+            .helm
+            .run(&["get", "hooks", "ib", "--namespace", release_namespace])
+            .unwrap()
+            .ok()
+            .unwrap();
+        yaml_documents(&text).unwrap()
     }
 
     /// A TokenRequest token of the chart's ServiceAccount, and a client using only it.
@@ -1464,8 +1745,12 @@ async fn capi_source_chart_installs_and_runs_with_only_its_rbac() {
         .unwrap();
     let member_uid = member.kube_system_uid().await.unwrap();
     let profiles: Api<ClusterProfile> = Api::namespaced(hub.client.clone(), "fleet");
+    // Labels and status are separate writes: wait for both.
     let profile = wait_profile(&profiles, "capi-clusters-web", |p| {
         p.labels().get("multicluster.x-k8s.io/inventory-member-id") == Some(&member_uid)
+            && p.status
+                .as_ref()
+                .is_some_and(|s| !s.access_providers.is_empty())
     })
     .await;
     let provider = &profile.status.as_ref().unwrap().access_providers[0];
@@ -1578,14 +1863,14 @@ struct SveltosCli {
     property_labels: Vec<(String, String)>,
 }
 
-/// The chart's command line for the in-process adapter: the ConfigMap it mounts is written to
-/// `dir` (as the kubelet would mount it) and its path rewritten; flags the binary does not have
-/// yet (`pending_flags`) are left out.
+/// A command line of the chart (its Deployment's or its hook Job's) for the in-process adapter:
+/// the ConfigMap it mounts is written to `dir` (as the kubelet would mount it) and its path
+/// rewritten; flags the binary does not have yet (`pending_flags`) are left out.
 async fn sink_args(
     hub: &Hub,
     chart: &str,
     release: &str,
-    manifest: &[Value],
+    args: Vec<String>,
     dir: &Path,
 ) -> Vec<String> {
     let config = Api::<ConfigMap>::namespaced(hub.client.clone(), release)
@@ -1598,8 +1883,7 @@ async fn sink_args(
         std::fs::write(mounted.join(key), value).unwrap();
     }
     let pending = pending_flags(chart).unwrap_or(&[]);
-    chart_args(manifest)
-        .into_iter()
+    args.into_iter()
         .filter(|a| !pending.contains(&a.split('=').next().unwrap()))
         .map(|a| {
             a.replace(
@@ -1642,7 +1926,7 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
         .service_account_client(release, &service_account_of(&manifest))
         .await;
     let dir = Scratch(scratch("sveltos-run"));
-    let args = sink_args(&hub, "sveltos-sink", release, &manifest, &dir.0).await;
+    let args = sink_args(&hub, "sveltos-sink", release, chart_args(&manifest), &dir.0).await;
     let cli = SveltosCli::try_parse_from(std::iter::once("sveltos-sink".to_string()).chain(args))
         .unwrap();
     let options = cli
@@ -1737,10 +2021,7 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
     let (_, username) = harness::sveltos_registration(&hub.client, "fleet", "web")
         .await
         .unwrap();
-    assert_eq!(
-        username,
-        "system:serviceaccount:projectsveltos:projectsveltos"
-    );
+    assert_eq!(username, harness::sveltos_member_username());
     let sveltos_clusters: Api<DynamicObject> = Api::namespaced_with(
         hub.client.clone(),
         "fleet",
@@ -1808,10 +2089,107 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
         ],
     )
     .await;
+
+    // Uninstall: the chart's pre-delete hook Job runs the Deployment's command line plus
+    // --release-finalizers under the same ServiceAccount. No kubelet here, so its command line
+    // runs in-process with the chart's token (only the chart's RBAC): a registered profile is
+    // released (identity revoked on the member, SveltosCluster and Secret deleted, finalizer
+    // removed) and the process exits by itself.
+    let mut api_profile = profile.clone();
+    api_profile.metadata.name = Some("api".into());
+    profiles
+        .create(&PostParams::default(), &api_profile)
+        .await
+        .unwrap();
+    profiles
+        .patch_status(
+            "api",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [], "accessProviders": [{
+                "name": "cluster-api",
+                "cluster": {
+                    "server": member.server(),
+                    "certificate-authority-data": BASE64.encode(member.ca_pem()),
+                    "extensions": [{"name": "client.authentication.k8s.io/exec", "extension": {
+                        "name": "web-kubeconfig", "key": "value", "namespace": "capi-clusters"}}],
+                },
+            }]}})),
+        )
+        .await
+        .unwrap();
+    harness::sveltos_registration(&hub.client, "fleet", "api")
+        .await
+        .unwrap();
+    wait_object(&sveltos_clusters, "api", "SveltosCluster", WAIT, |_| true)
+        .await
+        .unwrap();
+    let finalizer = "inventory-bridge.io/sveltos-sink-cleanup";
+    wait_profile(&profiles, "api", |p| {
+        p.finalizers().iter().any(|f| f == finalizer)
+    })
+    .await;
     running.stop().await;
 
-    hub.uninstall(release);
+    let hooks = hub.hooks(release);
+    let job = release_job(&hooks).expect("the uninstall hook Job is part of the release");
+    assert_eq!(job["metadata"]["annotations"]["helm.sh/hook"], "pre-delete");
+    let pod = &job["spec"]["template"]["spec"];
+    assert_eq!(pod["serviceAccountName"], service_account_of(&manifest));
+    let job_args = strings(&pod["containers"][0]["args"]);
+    assert!(job_args.contains(&"--release-finalizers".to_string()));
+    let args = sink_args(&hub, "sveltos-sink", release, job_args, &dir.0).await;
+    let cli = SveltosCli::try_parse_from(std::iter::once("sveltos-sink".to_string()).chain(args))
+        .unwrap();
+    assert!(
+        !cli.runtime.leader_election,
+        "the Deployment holds the Lease"
+    );
+    let options = cli
+        .sink
+        .resolve::<sveltos_sink::SveltosSink>(cli.sveltos_namespace.clone())
+        .unwrap();
+    assert!(options.release_finalizers);
+    let mut metrics = Metrics::new(sveltos_sink::NAME);
+    let sink_metrics = adapters::sink::SinkMetrics::register(metrics.registry_mut());
+    let sink = std::sync::Arc::new(sveltos_sink::SveltosSink {
+        property_labels: cli.property_labels,
+    });
+    let releasing = run_in_process(
+        sveltos_sink::NAME,
+        cli.runtime,
+        client.clone(),
+        metrics,
+        move |context| {
+            adapters::sink::run(sink.clone(), options.clone(), sink_metrics.clone(), context)
+        },
+    )
+    .await;
+    tokio::time::timeout(WAIT, releasing.task)
+        .await
+        .expect("release mode exits by itself")
+        .unwrap()
+        .unwrap();
+    let released = profiles.get("api").await.unwrap();
+    assert!(
+        !released.finalizers().iter().any(|f| f == finalizer),
+        "finalizer released: {:?}",
+        released.finalizers()
+    );
+    harness::wait_sveltos_registration_revoked(&hub.client, "fleet", "api", &member)
+        .await
+        .unwrap();
+    wait_object_gone(&sveltos_clusters, "api", WAIT)
+        .await
+        .unwrap();
+
+    hub.uninstall_without_hooks(release);
     hub.assert_uninstalled(&manifest).await;
+    // The profile is deletable: nothing of ours holds it.
+    profiles
+        .delete("api", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_object_gone(&profiles, "api", WAIT).await.unwrap();
 }
 
 /// What every sink's token may and may not do (inventory `fleet`, extra bootstrap namespace

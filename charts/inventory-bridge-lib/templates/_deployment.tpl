@@ -4,6 +4,8 @@ The adapter's Deployment. Call with a dict:
   args          the adapter's own flags (a YAML list rendered by the chart, may be empty)
   volumes       extra pod volumes of the chart (YAML list text, may be empty)
   volumeMounts  their mounts in the adapter container (YAML list text, may be empty)
+  checksum      text of a chart-owned ConfigMap the adapter reads at start (may be empty): a
+                change restarts the pods
 */}}
 {{- define "ib.deployment" -}}
 {{- $ := .ctx -}}
@@ -32,6 +34,10 @@ spec:
       {{- if include "ib.sink.hasConfig" $ }}
       {{- /* Restart on a new provider file or member rules (the adapter reads them at start). */}}
       {{- $_ := set $annotations "checksum/config" (include "ib.sink.configMap" $ | sha256sum) }}
+      {{- end }}
+      {{- with .checksum }}
+      {{- /* Restart on a new chart-owned file the adapter reads at start. */}}
+      {{- $_ := set $annotations "checksum/config" (. | sha256sum) }}
       {{- end }}
       {{- with $annotations }}
       annotations:

@@ -17,6 +17,7 @@
 {{- $_ := include "ib.sink.profileScopes" . -}}
 {{- include "ib.flag" (list "--inventory-namespace" $c.inventoryNamespaces) -}}
 {{- include "ib.switch" (list "--all-namespaces" $c.allNamespaces) -}}
+{{- include "ib.flag" (list "--instance" $c.instance) -}}
 {{- include "ib.flag" (list "--bootstrap-secret-namespace" $c.bootstrapSecretNamespaces) -}}
 {{- include "ib.flag" (list "--profile-selector" $c.profileSelector) -}}
 {{- if .Values.providerFile }}
@@ -94,7 +95,9 @@ What every sink calls on the hub. Call with a dict:
   targets  namespaces (or "_cluster") where the sink writes its objects
   kinds    the sink's own kinds besides Secrets: a list of {apiGroup, resources, verbs}
 Profiles: watched/listed and patched (the cleanup finalizer) in each inventory; Events on them
-there. Bootstrap Secrets: get (by name) in each inventory and the allowed extra namespaces. Its own
+there. Bootstrap Secrets: get (by name) in each inventory and the allowed extra namespaces, or
+in every namespace with rbac.readSecretsClusterWide (OCM token Secrets live in each
+ManagedCluster's hub namespace, which a chart cannot list in advance). Its own
 Secrets (selected by label): get/list/watch/create/patch/delete where it writes. OCM
 ManagedClusters: get, to check where an OCM token may be sent.
 */}}
@@ -141,6 +144,12 @@ ManagedClusters: get, to check where an OCM token may be sent.
   verbs: {{ toJson $kind.verbs }}
 {{- end }}
 {{- end }}
+{{- if $.Values.rbac.readSecretsClusterWide }}
+- scope: _cluster
+  apiGroups: [""]
+  resources: [secrets]
+  verbs: [get]
+{{- end }}
 {{- if $.Values.rbac.readManagedClusters }}
 - scope: _cluster
   apiGroups: [cluster.open-cluster-management.io]
@@ -151,4 +160,131 @@ ManagedClusters: get, to check where an OCM token may be sent.
 {{- end -}}
 
 {{- define "ib.sink.notes" -}}
+{{- end -}}
+
+{{/*
+The uninstall hook (releaseOnUninstall.enabled): a Helm pre-delete Job running the sink's image
+with the Deployment's flags plus --release-finalizers, as the chart's ServiceAccount (the same
+RBAC: list and patch profiles in the served inventories, delete its hub objects, read bootstrap
+Secrets). It revokes every member identity, deletes every registration and removes our finalizer
+from every profile of the served inventories, then exits, so `helm uninstall` leaves no finalizer
+that would wedge a profile's or namespace's deletion. Leader election is off in the Job: the
+Deployment still holds the Lease while pre-delete hooks run. Call with a dict:
+  ctx           the chart's root context
+  args          the sink's own flags (as the Deployment gets them)
+  volumes       the chart's extra pod volumes (YAML list text, may be empty)
+  volumeMounts  their mounts (YAML list text, may be empty)
+*/}}
+{{- define "ib.sink.releaseJob" -}}
+{{- $ := .ctx -}}
+{{- $v := $.Values -}}
+{{- $r := $v.releaseOnUninstall | default dict -}}
+{{- if $r.enabled }}
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: {{ printf "%s-release" (include "ib.fullname" $) | trunc 63 | trimSuffix "-" }}
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "ib.labels" $ | nindent 4 }}
+  annotations:
+    helm.sh/hook: pre-delete
+    helm.sh/hook-weight: "0"
+    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+spec:
+  backoffLimit: {{ $r.backoffLimit }}
+  activeDeadlineSeconds: {{ $r.activeDeadlineSeconds }}
+  template:
+    metadata:
+      labels:
+        {{- include "ib.labels" $ | nindent 8 }}
+        inventory-bridge.io/component: release-finalizers
+    spec:
+      restartPolicy: Never
+      serviceAccountName: {{ include "ib.serviceAccountName" $ }}
+      automountServiceAccountToken: true
+      {{- with $v.imagePullSecrets }}
+      imagePullSecrets:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.priorityClassName }}
+      priorityClassName: {{ . }}
+      {{- end }}
+      securityContext:
+        {{- toYaml $v.podSecurityContext | nindent 8 }}
+      containers:
+        - name: {{ $.Chart.Name }}
+          image: {{ include "ib.image" $ | quote }}
+          imagePullPolicy: {{ $v.image.pullPolicy }}
+          args:
+            - {{ printf "--http-address=0.0.0.0:%d" (int $v.http.port) | quote }}
+            - {{ printf "--log-format=%s" $v.log.format | quote }}
+            - {{ printf "--log-filter=%s" $v.log.filter | quote }}
+            - "--leader-election=false"
+            {{- if $v.hubKubeconfig.secretName }}
+            - "--kubeconfig=/etc/inventory-bridge/hub/{{ $v.hubKubeconfig.key }}"
+            {{- end }}
+            {{- with .args }}
+            {{- . | nindent 12 }}
+            {{- end }}
+            {{- with $v.extraArgs }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+            - "--release-finalizers"
+          env:
+            - name: POD_NAME
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.name
+            - name: POD_NAMESPACE
+              valueFrom:
+                fieldRef:
+                  fieldPath: metadata.namespace
+            {{- with $v.extraEnv }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+          securityContext:
+            {{- toYaml $v.securityContext | nindent 12 }}
+          {{- with $v.resources }}
+          resources:
+            {{- toYaml . | nindent 12 }}
+          {{- end }}
+          volumeMounts:
+            - name: tmp
+              mountPath: /tmp
+            {{- if $v.hubKubeconfig.secretName }}
+            - name: hub-kubeconfig
+              mountPath: /etc/inventory-bridge/hub
+              readOnly: true
+            {{- end }}
+            {{- with .volumeMounts }}
+            {{- . | nindent 12 }}
+            {{- end }}
+            {{- with $v.extraVolumeMounts }}
+            {{- toYaml . | nindent 12 }}
+            {{- end }}
+      volumes:
+        - name: tmp
+          emptyDir:
+            sizeLimit: 64Mi
+        {{- if $v.hubKubeconfig.secretName }}
+        - name: hub-kubeconfig
+          secret:
+            secretName: {{ $v.hubKubeconfig.secretName }}
+        {{- end }}
+        {{- with .volumes }}
+        {{- . | nindent 8 }}
+        {{- end }}
+        {{- with $v.extraVolumes }}
+        {{- toYaml . | nindent 8 }}
+        {{- end }}
+      {{- with $v.nodeSelector }}
+      nodeSelector:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with $v.tolerations }}
+      tolerations:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+{{- end }}
 {{- end -}}
