@@ -211,8 +211,18 @@ pub fn flux_from_args(argv: &[&str]) -> (flux_sink::FluxSink, SinkOptions) {
     (sink, options)
 }
 
-/// Shorter timeouts and backoff for tests (the member answers on loopback).
+/// The cluster manager of every test profile ([`create_profile`]).
+pub const TEST_MANAGER: &str = "test-manager";
+
+/// Shorter timeouts and backoff for tests (the member answers on loopback), and a provider file
+/// whose entries trust the test profiles' cluster manager (the built-ins trust only the real
+/// sources' managers by default).
 pub fn quick(mut options: SinkOptions) -> SinkOptions {
+    for entry in &mut options.providers.providers {
+        entry
+            .cluster_managers
+            .get_or_insert_with(|| vec![TEST_MANAGER.to_string()]);
+    }
     options.exec_timeout = Duration::from_secs(3);
     options.member_timeout = Duration::from_secs(5);
     options.max_backoff = Duration::from_secs(5);
@@ -272,7 +282,7 @@ pub async fn create_profile(
         .iter()
         .map(|(k, v)| (k.to_string(), v.to_string()))
         .collect();
-    all_labels.insert(LABEL_CLUSTER_MANAGER.into(), "test-manager".into());
+    all_labels.insert(LABEL_CLUSTER_MANAGER.into(), TEST_MANAGER.into());
     let profile = ClusterProfile {
         metadata: ObjectMeta {
             labels: Some(all_labels),
@@ -281,7 +291,7 @@ pub async fn create_profile(
         spec: ClusterProfileSpec {
             display_name: None,
             cluster_manager: ClusterManager {
-                name: "test-manager".into(),
+                name: TEST_MANAGER.into(),
             },
         },
         status: None,
@@ -317,19 +327,69 @@ pub async fn patch_profile_labels(
         .unwrap();
 }
 
-/// A hub Secret with one key.
+/// A hub Secret with one key, carrying the marks its source's contract gives it: a kubeconfig
+/// (`value`) as Cluster API writes it, a token (`token`) as OCM's managed-serviceaccount addon does.
 pub async fn hub_secret(hub: &Client, namespace: &str, name: &str, key: &str, value: &str) {
+    let mut metadata = meta(name, Some(namespace));
+    let mut type_ = None;
+    match key {
+        "value" => {
+            type_ = Some("cluster.x-k8s.io/secret".to_string());
+            metadata.labels = Some(BTreeMap::from([(
+                "cluster.x-k8s.io/cluster-name".to_string(),
+                name.to_string(),
+            )]));
+        }
+        "token" => {
+            metadata.labels = Some(BTreeMap::from([(
+                "authentication.open-cluster-management.io/is-managed-serviceaccount".to_string(),
+                "true".to_string(),
+            )]));
+        }
+        _ => {}
+    }
     Api::<Secret>::namespaced(hub.clone(), namespace)
         .create(
             &PostParams::default(),
             &Secret {
-                metadata: meta(name, Some(namespace)),
+                type_,
+                metadata,
                 data: Some(BTreeMap::from([(
                     key.to_string(),
                     ByteString(value.as_bytes().to_vec()),
                 )])),
                 ..Secret::default()
             },
+        )
+        .await
+        .unwrap();
+}
+
+/// Play OCM's hub: a ManagedCluster named `name` (so namespace `name` is its hub namespace) whose
+/// client configs list `members` — the record that vouches for a token Secret's endpoint.
+pub async fn managed_cluster(hub: &Client, name: &str, members: &[&ControlPlane]) {
+    let resource = kube::core::ApiResource::from_gvk_with_plural(
+        &kube::core::GroupVersionKind::gvk(
+            "cluster.open-cluster-management.io",
+            "v1",
+            "ManagedCluster",
+        ),
+        "managedclusters",
+    );
+    let configs: Vec<Value> = members
+        .iter()
+        .map(|m| json!({"url": m.server(), "caBundle": BASE64.encode(m.ca_pem())}))
+        .collect();
+    Api::<kube::api::DynamicObject>::all_with(hub.clone(), &resource)
+        .patch(
+            name,
+            &PatchParams::apply("test-ocm").force(),
+            &Patch::Apply(json!({
+                "apiVersion": "cluster.open-cluster-management.io/v1",
+                "kind": "ManagedCluster",
+                "metadata": {"name": name},
+                "spec": {"hubAcceptsClient": true, "managedClusterClientConfigs": configs},
+            })),
         )
         .await
         .unwrap();

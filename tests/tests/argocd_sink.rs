@@ -43,7 +43,7 @@ async fn hub_ready(hub: &ControlPlane) -> Client {
         install_crd(&client, adapters::crd::cluster_profile_crd())
             .await
             .unwrap();
-        install_crds(&client, &[ForeignCrd::SveltosCluster])
+        install_crds(&client, &[ForeignCrd::SveltosCluster, ForeignCrd::ManagedCluster])
             .await
             .unwrap();
     })
@@ -309,6 +309,7 @@ async fn rotation_updates_the_cluster_secret_in_place() {
     let argo = test_namespace(&hub, "argocd").await.unwrap();
     let boot = bootstrap_token(m2, &format!("boot-{ns}")).await;
     hub_secret(&hub, &ns, "boot", "token", &boot).await;
+    harness::sinks::managed_cluster(&hub, &ns, &[m2]).await;
     let member_namespace = format!("ar-{ns}");
     let (sink, options) = argocd_from_args(&[
         "--inventory-namespace",
@@ -593,9 +594,25 @@ async fn three_sinks_on_one_member_get_three_identities_beside_argocd_cluster_ad
     ];
     let _argocd = start_sink(&hub, argocd, quick(argocd_options)).await;
     let _flux = start_sink(&hub, fluxsink, quick(flux_options)).await;
-    let sveltos = harness::run_sveltos_sink(hub.clone(), &["--inventory-namespace", &ns])
-        .await
-        .unwrap();
+    // sveltos-sink from its command line: a provider file trusting the test profiles' manager.
+    let provider_file = std::env::temp_dir().join(format!("ib-providers-{ns}.json"));
+    std::fs::write(
+        &provider_file,
+        json!({"providers": [{"name": "kubeconfig-secret", "clusterManagers": [harness::sinks::TEST_MANAGER]}]})
+            .to_string(),
+    )
+    .unwrap();
+    let sveltos = harness::run_sveltos_sink(
+        hub.clone(),
+        &[
+            "--inventory-namespace",
+            &ns,
+            "--clusterprofile-provider-file",
+            provider_file.to_str().unwrap(),
+        ],
+    )
+    .await
+    .unwrap();
     create_profile(
         &hub,
         &ns,
@@ -707,6 +724,7 @@ async fn bad_inputs_are_reported_and_never_block_the_others() {
     let argo = test_namespace(&hub, "argocd").await.unwrap();
     let boot = bootstrap_token(m1, &format!("boot-{ns}")).await;
     hub_secret(&hub, &ns, "boot", "token", &boot).await;
+    harness::sinks::managed_cluster(&hub, &ns, &[m1]).await;
     let bogus = "bogus-bootstrap-token-0123456789abcdef".to_string();
     hub_secret(&hub, &ns, "bogus", "token", &bogus).await;
     let malformed_secret = "SECRET-IN-A-MALFORMED-KUBECONFIG-42".to_string();

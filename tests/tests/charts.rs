@@ -8,7 +8,11 @@
 //!   the command line the chart's Deployment gives it, authenticated by a TokenRequest token of
 //!   the chart's ServiceAccount (so only the chart's RBAC), and passes its main scenario;
 //!   SelfSubjectAccessReviews with that token show what it cannot do; `helm uninstall` removes
-//!   everything but the CRD.
+//!   everything but the CRD;
+//! - each sink's post-delete uninstall hook: its own ServiceAccount, RBAC (the sink's grants plus
+//!   the Lease) and ConfigMap before the Job; on a real hub the Job's command line runs with a
+//!   token of the hook's ServiceAccount, waits for the Deployment's leader to release the Lease,
+//!   then revokes, deregisters and removes the finalizer.
 //!
 //! The chart's RBAC is the single source of truth for what each adapter may do on the hub.
 
@@ -52,18 +56,6 @@ const CHARTS: [&str; 5] = [
     "flux-sink",
 ];
 const WAIT: Duration = Duration::from_secs(60);
-
-/// Flags the charts pass that the adapter binaries on this branch do not have yet, per chart:
-/// every own flag of argocd-sink and flux-sink, whose adapters are being written (their mains
-/// run only the shared runtime so far). When a flag lands, it leaves this list (the flag test
-/// says so).
-fn pending_flags(chart: &str) -> Option<&'static [&'static str]> {
-    match chart {
-        // Everything but the runtime's flags.
-        "argocd-sink" | "flux-sink" => None,
-        _ => Some(&[]),
-    }
-}
 
 fn chart_dir(chart: &str) -> String {
     format!("charts/{chart}")
@@ -153,10 +145,29 @@ fn is_source(chart: &str) -> bool {
     chart.ends_with("-source")
 }
 
-/// Sink charts with the uninstall hook (`releaseOnUninstall`): the pre-delete Job running the
-/// sink with `--release-finalizers`. argocd-sink and flux-sink get it when their adapters land.
+/// Sink charts have the uninstall hook (`releaseOnUninstall`): post-delete hook resources (a
+/// ServiceAccount, its RBAC, a ConfigMap copy) and the Job running the sink with
+/// `--release-finalizers`.
 fn has_release_hook(chart: &str) -> bool {
-    chart == "sveltos-sink"
+    !is_source(chart)
+}
+
+/// A Helm hook resource (not part of the release's manifest).
+fn is_hook(object: &Value) -> bool {
+    object["metadata"]["annotations"]["helm.sh/hook"].is_string()
+}
+
+fn hook_weight(object: &Value) -> i64 {
+    object["metadata"]["annotations"]["helm.sh/hook-weight"]
+        .as_str()
+        .unwrap_or("0")
+        .parse()
+        .unwrap()
+}
+
+/// The objects of the release itself, without its hooks.
+fn release_objects(objects: &[Value]) -> Vec<Value> {
+    objects.iter().filter(|o| !is_hook(o)).cloned().collect()
 }
 
 /// The uninstall hook Job, if rendered.
@@ -315,12 +326,12 @@ fn every_chart_lints_and_renders_with_minimal_and_everything_on() {
             .collect();
         assert!(volumes.contains(&"extra") && volumes.contains(&"hub-kubeconfig"));
         assert_eq!(c["ports"][0]["containerPort"], 9090);
-        let service_account = kind(&objects, "ServiceAccount")[0];
+        let service_account = kind(&release_objects(&objects), "ServiceAccount")[0].clone();
         assert_eq!(service_account["metadata"]["name"], "ib-adapter");
         assert_eq!(pod["serviceAccountName"], "ib-adapter");
         if !is_source(chart) {
             // The provider file: values -> JSON in a ConfigMap, mounted, passed as a flag.
-            let config = kind(&objects, "ConfigMap")[0];
+            let config = kind(&release_objects(&objects), "ConfigMap")[0].clone();
             let providers: Value =
                 serde_json::from_str(config["data"]["providers.json"].as_str().unwrap()).unwrap();
             assert_eq!(providers["providers"][2]["name"], "vault");
@@ -405,31 +416,110 @@ fn values_schema_rejects_wrong_types_and_unknown_keys() {
 }
 
 #[test]
-fn sink_uninstall_hook_releases_finalizers_with_the_deployment_flags() {
+fn sink_uninstall_hook_releases_finalizers_after_the_deployment_with_its_own_rbac() {
     let (helm, _) = offline_helm();
     for chart in CHARTS.into_iter().filter(|c| has_release_hook(c)) {
-        for values in ["minimal", "everything"] {
-            let objects = template(&helm, chart, "inventory-bridge", &[values], &[]).unwrap();
+        for (values, sets) in [
+            ("minimal", &[][..]),
+            ("everything", &[][..]),
+            // No leader election in the Deployment: the Job still elects (on the same name).
+            ("minimal", &["leaderElection.enabled=false"][..]),
+        ] {
+            let objects = template(&helm, chart, "inventory-bridge", &[values], sets).unwrap();
+            let what = format!("{chart} ({values} {sets:?})");
             let job = release_job(&objects)
-                .unwrap_or_else(|| panic!("{chart} ({values}): the hook is on by default"));
-            let annotations = &job["metadata"]["annotations"];
-            assert_eq!(annotations["helm.sh/hook"], "pre-delete", "{chart}");
+                .unwrap_or_else(|| panic!("{what}: the hook is on by default"));
+            // post-delete: Helm deletes the Deployment first, so no running sink re-adds what
+            // the Job releases.
+            let hooks: Vec<&Value> = objects.iter().filter(|o| is_hook(o)).collect();
+            for hook in &hooks {
+                let annotations = &hook["metadata"]["annotations"];
+                assert_eq!(annotations["helm.sh/hook"], "post-delete", "{what}");
+                assert_eq!(
+                    annotations["helm.sh/hook-delete-policy"],
+                    "before-hook-creation,hook-succeeded",
+                    "{what}"
+                );
+            }
+            // Everything the Job needs exists before it: its ServiceAccount, its ConfigMap, then
+            // roles, then bindings, then the Job.
+            let weight_of = |k: &str| -> Vec<i64> {
+                hooks
+                    .iter()
+                    .filter(|o| o["kind"] == k)
+                    .map(|o| hook_weight(o))
+                    .collect()
+            };
+            let job_weight = hook_weight(job);
+            let account_weight = weight_of("ServiceAccount");
             assert_eq!(
-                annotations["helm.sh/hook-delete-policy"],
-                "before-hook-creation,hook-succeeded"
+                account_weight.len(),
+                1,
+                "{what}: the hook's own ServiceAccount"
             );
+            let roles: Vec<i64> = [weight_of("Role"), weight_of("ClusterRole")].concat();
+            let bindings: Vec<i64> =
+                [weight_of("RoleBinding"), weight_of("ClusterRoleBinding")].concat();
+            assert!(!roles.is_empty() && roles.len() == bindings.len(), "{what}");
+            for role in &roles {
+                assert!(account_weight[0] < *role, "{what}");
+                for binding in &bindings {
+                    assert!(role < binding && *binding < job_weight, "{what}");
+                }
+            }
+            for config in weight_of("ConfigMap") {
+                assert!(config < job_weight, "{what}");
+            }
             let spec = &job["spec"];
             let deadline = spec["activeDeadlineSeconds"].as_i64().unwrap();
             assert!((30..=3600).contains(&deadline), "bounded: {deadline}");
             assert!(spec["backoffLimit"].as_i64().unwrap() <= 3);
             let pod = &spec["template"]["spec"];
             assert_eq!(pod["restartPolicy"], "Never");
+            // Its own ServiceAccount (the chart's is deleted before post-delete hooks run),
+            // bound by its own roles to exactly the sink's rights plus the Lease.
+            let account = pod["serviceAccountName"].as_str().unwrap();
+            let hook_account = hooks
+                .iter()
+                .find(|o| o["kind"] == "ServiceAccount")
+                .unwrap();
+            assert_eq!(hook_account["metadata"]["name"], account, "{what}");
             let deployment_pod = &deployment(&objects)["spec"]["template"]["spec"];
-            // Same identity, image and pod security as the Deployment.
-            assert_eq!(
+            assert_ne!(
                 pod["serviceAccountName"],
                 deployment_pod["serviceAccountName"]
             );
+            for binding in hooks
+                .iter()
+                .filter(|o| o["kind"] == "RoleBinding" || o["kind"] == "ClusterRoleBinding")
+            {
+                assert_eq!(
+                    binding["subjects"],
+                    json!([{"kind": "ServiceAccount", "name": account, "namespace": "inventory-bridge"}]),
+                    "{what}"
+                );
+            }
+            // chart_permissions reads the release's roles only: strip the hook annotations.
+            let hook_roles: Vec<Value> = hooks
+                .iter()
+                .map(|o| {
+                    let mut o = (*o).clone();
+                    o["metadata"]["annotations"] = json!({});
+                    o
+                })
+                .collect();
+            let mut expected = chart_permissions(&objects);
+            for verb in ["create", "get", "patch"] {
+                expected.insert((
+                    "namespace inventory-bridge".into(),
+                    "coordination.k8s.io".into(),
+                    "leases".into(),
+                    verb.into(),
+                    String::new(),
+                ));
+            }
+            assert_eq!(chart_permissions(&hook_roles), expected, "{what}");
+            // Same image and pod security as the Deployment.
             assert_eq!(pod["securityContext"], deployment_pod["securityContext"]);
             let c = &pod["containers"][0];
             assert_eq!(c["image"], container(&objects)["image"]);
@@ -437,19 +527,57 @@ fn sink_uninstall_hook_releases_finalizers_with_the_deployment_flags() {
             assert_eq!(c["securityContext"]["readOnlyRootFilesystem"], true);
             assert_eq!(c["securityContext"]["allowPrivilegeEscalation"], false);
             assert_eq!(c["volumeMounts"], container(&objects)["volumeMounts"]);
-            // The Deployment's flags, leader election off (the Deployment holds the Lease while
-            // pre-delete hooks run), plus --release-finalizers.
-            let is_lease =
-                |a: &String| a.starts_with("--leader-election") || a.starts_with("--lease-");
+            // The provider file and member rules: the hook's copy of the chart's ConfigMap.
+            let config_volume = pod["volumes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|v| v["name"] == "config")
+                .unwrap();
+            let hook_config = hooks
+                .iter()
+                .find(|o| o["kind"] == "ConfigMap")
+                .expect("the hook's ConfigMap");
+            assert_eq!(
+                config_volume["configMap"]["name"],
+                hook_config["metadata"]["name"]
+            );
+            let chart_config = kind(&release_objects(&objects), "ConfigMap")[0].clone();
+            assert_eq!(hook_config["data"], chart_config["data"], "{what}");
+            // The Deployment's flags plus --release-finalizers, with leader election on the
+            // Deployment's Lease (same name, namespace and duration): the Job writes only once
+            // the old leader is gone.
+            let is_election = |a: &String| a.starts_with("--leader-election");
             let mut expected: Vec<String> = args_of(&objects)
                 .into_iter()
-                .filter(|a| !is_lease(a))
+                .filter(|a| !is_election(a) && !a.starts_with("--lease-"))
                 .collect();
             expected.push("--release-finalizers".into());
             let args = strings(&c["args"]);
-            assert!(args.contains(&"--leader-election=false".to_string()));
-            let args: Vec<String> = args.into_iter().filter(|a| !is_lease(a)).collect();
-            assert_eq!(args, expected, "{chart} ({values})");
+            assert!(
+                args.contains(&"--leader-election=true".to_string()),
+                "{what}"
+            );
+            for flag in [
+                "--lease-name",
+                "--lease-namespace",
+                "--lease-duration-seconds",
+            ] {
+                let of = |args: &[String]| {
+                    args.iter()
+                        .find(|a| a.starts_with(&format!("{flag}=")))
+                        .cloned()
+                };
+                assert!(of(&args).is_some(), "{what}: {flag}");
+                if args_of(&objects).contains(&"--leader-election=true".to_string()) {
+                    assert_eq!(of(&args), of(&args_of(&objects)), "{what}: {flag}");
+                }
+            }
+            let args: Vec<String> = args
+                .into_iter()
+                .filter(|a| !is_election(a) && !a.starts_with("--lease-"))
+                .collect();
+            assert_eq!(args, expected, "{what}");
         }
         let objects = template(
             &helm,
@@ -460,9 +588,35 @@ fn sink_uninstall_hook_releases_finalizers_with_the_deployment_flags() {
         )
         .unwrap();
         assert!(
-            release_job(&objects).is_none(),
+            objects.iter().all(|o| !is_hook(o)),
             "{chart}: the hook is optional"
         );
+        // A ServiceAccount of the user's (it outlives the release): the Job runs as it, bound to
+        // the hook's roles; without rbac.create, no roles (the user grants them).
+        let objects = template(
+            &helm,
+            chart,
+            "inventory-bridge",
+            &["minimal"],
+            &["serviceAccount.create=false", "serviceAccount.name=mine"],
+        )
+        .unwrap();
+        let job = release_job(&objects).unwrap();
+        assert_eq!(
+            job["spec"]["template"]["spec"]["serviceAccountName"],
+            "mine"
+        );
+        assert!(kind(&objects, "ServiceAccount").is_empty());
+        let objects = template(
+            &helm,
+            chart,
+            "inventory-bridge",
+            &["minimal"],
+            &["rbac.create=false"],
+        )
+        .unwrap();
+        assert!(release_job(&objects).is_some());
+        assert!(kind(&objects, "Role").is_empty() && kind(&objects, "ClusterRole").is_empty());
 
         // --instance: empty leaves the sink's name (no flag); set, it is passed.
         let objects = template(&helm, chart, "inventory-bridge", &["minimal"], &[]).unwrap();
@@ -480,6 +634,11 @@ fn sink_uninstall_hook_releases_finalizers_with_the_deployment_flags() {
         )
         .unwrap();
         assert!(args_of(&objects).contains(&"--instance=blue".to_string()));
+        let job = release_job(&objects).unwrap();
+        assert!(
+            strings(&job["spec"]["template"]["spec"]["containers"][0]["args"])
+                .contains(&"--instance=blue".to_string())
+        );
         let err = template(
             &helm,
             chart,
@@ -504,37 +663,32 @@ fn sink_secret_reads_are_per_namespace_unless_cluster_wide_is_chosen() {
             String::new(),
         )
     };
-    let objects = template(
-        &helm,
-        "sveltos-sink",
-        "ns",
-        &[],
-        &readme_values("sveltos-sink"),
-    )
-    .unwrap();
-    let permissions = chart_permissions(&objects);
-    assert!(
-        !permissions.contains(&secret_get("cluster")),
-        "off by default"
-    );
-    for ns in ["fleet", "capi-clusters"] {
-        assert!(permissions.contains(&secret_get(&format!("namespace {ns}"))));
-    }
-    let mut sets = readme_values("sveltos-sink");
-    sets.push("rbac.readSecretsClusterWide=true");
-    let objects = template(&helm, "sveltos-sink", "ns", &[], &sets).unwrap();
-    let permissions = chart_permissions(&objects);
-    assert!(
-        permissions.contains(&secret_get("cluster")),
-        "the OCM setup: token Secrets in every ManagedCluster's namespace"
-    );
-    // Only get: never list or watch Secrets cluster-wide.
-    for verb in ["list", "watch", "create", "patch", "delete"] {
+    for chart in CHARTS.into_iter().filter(|c| !is_source(c)) {
+        let objects = template(&helm, chart, "ns", &[], &readme_values(chart)).unwrap();
+        let permissions = chart_permissions(&objects);
         assert!(
-            !permissions
-                .iter()
-                .any(|p| p.0 == "cluster" && p.2 == "secrets" && p.3 == verb)
+            !permissions.contains(&secret_get("cluster")),
+            "{chart}: off by default"
         );
+        for ns in ["fleet", "capi-clusters"] {
+            assert!(permissions.contains(&secret_get(&format!("namespace {ns}"))));
+        }
+        let mut sets = readme_values(chart);
+        sets.push("rbac.readSecretsClusterWide=true");
+        let objects = template(&helm, chart, "ns", &[], &sets).unwrap();
+        let permissions = chart_permissions(&objects);
+        assert!(
+            permissions.contains(&secret_get("cluster")),
+            "{chart}: the OCM setup: token Secrets in every ManagedCluster's namespace"
+        );
+        // Only get: never list or watch Secrets cluster-wide.
+        for verb in ["list", "watch", "create", "patch", "delete"] {
+            assert!(
+                !permissions
+                    .iter()
+                    .any(|p| p.0 == "cluster" && p.2 == "secrets" && p.3 == verb)
+            );
+        }
     }
 }
 
@@ -746,35 +900,17 @@ fn every_adapter_flag_is_reachable_from_values() {
                 "{chart}: flag {flag} (env {env_var:?}) is not reachable from the chart's values (rendered with ci/everything-values.yaml): add a value for it"
             );
         }
-        // The other way: the chart passes no flag the binary does not know, except those
-        // still being written.
+        // The other way: the chart passes no flag the binary does not know.
         let known: BTreeSet<&str> = flags.iter().map(|(f, _)| f.as_str()).collect();
         let unknown: BTreeSet<String> = args
             .iter()
             .map(|a| a.split('=').next().unwrap().to_string())
             .filter(|f| !known.contains(f.as_str()))
             .collect();
-        match pending_flags(chart) {
-            Some(pending) => {
-                let pending: BTreeSet<String> = pending.iter().map(|s| s.to_string()).collect();
-                assert!(
-                    unknown.is_subset(&pending),
-                    "{chart}: the chart passes flags the binary does not have: {:?}",
-                    unknown.difference(&pending).collect::<Vec<_>>()
-                );
-                let landed: Vec<&String> = pending
-                    .iter()
-                    .filter(|f| known.contains(f.as_str()))
-                    .collect();
-                assert!(
-                    landed.is_empty(),
-                    "{chart}: {landed:?} landed in the binary: remove them from pending_flags"
-                );
-            }
-            None => println!(
-                "{chart}: flags not in its binary yet (adapter being written): {unknown:?}"
-            ),
-        }
+        assert!(
+            unknown.is_empty(),
+            "{chart}: the chart passes flags the binary does not have: {unknown:?}"
+        );
     }
 }
 
@@ -839,9 +975,10 @@ type Permission = (String, String, String, String, String);
 
 fn chart_permissions(objects: &[Value]) -> BTreeSet<Permission> {
     let mut permissions = BTreeSet::new();
+    // The release's RBAC (the uninstall hook's is checked on its own).
     for role in objects
         .iter()
-        .filter(|o| o["kind"] == "Role" || o["kind"] == "ClusterRole")
+        .filter(|o| !is_hook(o) && (o["kind"] == "Role" || o["kind"] == "ClusterRole"))
     {
         let scope = if role["kind"] == "ClusterRole" {
             "cluster".to_string()
@@ -1166,6 +1303,45 @@ impl Hub {
             .ok()
             .unwrap();
         yaml_documents(&text).unwrap()
+    }
+
+    /// What Helm does before the post-delete hook Job (which this kubelet-less hub cannot run):
+    /// create the release's hook resources but the Job, in hook-weight order (Helm's), and
+    /// return the Job.
+    async fn create_hook_resources(&self, release_namespace: &str) -> Value {
+        let mut hooks = self.hooks(release_namespace);
+        hooks.sort_by_key(hook_weight);
+        let job = release_job(&hooks)
+            .expect("the uninstall hook Job is part of the release")
+            .clone();
+        for hook in hooks.iter().filter(|o| o["kind"] != "Job") {
+            assert_eq!(
+                hook["metadata"]["annotations"]["helm.sh/hook"],
+                "post-delete"
+            );
+            assert!(
+                hook_weight(hook) < hook_weight(&job),
+                "before the Job: {hook}"
+            );
+            let (group, version) = match hook["apiVersion"].as_str().unwrap().split_once('/') {
+                Some((g, v)) => (g, v),
+                None => ("", hook["apiVersion"].as_str().unwrap()),
+            };
+            let resource = ApiResource::from_gvk(&GroupVersionKind::gvk(
+                group,
+                version,
+                hook["kind"].as_str().unwrap(),
+            ));
+            let api: Api<DynamicObject> = match hook["metadata"]["namespace"].as_str() {
+                Some(ns) => Api::namespaced_with(self.client.clone(), ns, &resource),
+                None => Api::all_with(self.client.clone(), &resource),
+            };
+            let object: DynamicObject = serde_json::from_value(hook.clone()).unwrap();
+            api.create(&PostParams::default(), &object)
+                .await
+                .unwrap_or_else(|err| panic!("hook {}: {err}", hook["metadata"]["name"]));
+        }
+        job
     }
 
     /// A TokenRequest token of the chart's ServiceAccount, and a client using only it.
@@ -1864,17 +2040,17 @@ struct SveltosCli {
 }
 
 /// A command line of the chart (its Deployment's or its hook Job's) for the in-process adapter:
-/// the ConfigMap it mounts is written to `dir` (as the kubelet would mount it) and its path
-/// rewritten; flags the binary does not have yet (`pending_flags`) are left out.
+/// the ConfigMap `config_map` it mounts is written to `dir` (as the kubelet would mount it) and
+/// its path rewritten.
 async fn sink_args(
     hub: &Hub,
-    chart: &str,
+    config_map: &str,
     release: &str,
     args: Vec<String>,
     dir: &Path,
 ) -> Vec<String> {
     let config = Api::<ConfigMap>::namespaced(hub.client.clone(), release)
-        .get(&format!("ib-{chart}-config"))
+        .get(config_map)
         .await
         .unwrap();
     let mounted = dir.join("config");
@@ -1882,9 +2058,7 @@ async fn sink_args(
     for (key, value) in config.data.unwrap_or_default() {
         std::fs::write(mounted.join(key), value).unwrap();
     }
-    let pending = pending_flags(chart).unwrap_or(&[]);
     args.into_iter()
-        .filter(|a| !pending.contains(&a.split('=').next().unwrap()))
         .map(|a| {
             a.replace(
                 "/etc/inventory-bridge/config",
@@ -1892,6 +2066,24 @@ async fn sink_args(
             )
         })
         .collect()
+}
+
+/// The Job pod's identity in the Lease: its POD_NAME (the Job's pod name; here its name plus a
+/// suffix, as the Job controller names pods), distinct from the Deployment's replica.
+fn job_identity(job: &Value) -> String {
+    let env = &job["spec"]["template"]["spec"]["containers"][0]["env"];
+    assert!(
+        env.as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["name"] == "POD_NAME"
+                && e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name"),
+        "the Job's pod names itself in the Lease"
+    );
+    format!(
+        "--identity={}-x7k2p",
+        job["metadata"]["name"].as_str().unwrap()
+    )
 }
 
 #[tokio::test]
@@ -1926,7 +2118,14 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
         .service_account_client(release, &service_account_of(&manifest))
         .await;
     let dir = Scratch(scratch("sveltos-run"));
-    let args = sink_args(&hub, "sveltos-sink", release, chart_args(&manifest), &dir.0).await;
+    let args = sink_args(
+        &hub,
+        "ib-sveltos-sink-config",
+        release,
+        chart_args(&manifest),
+        &dir.0,
+    )
+    .await;
     let cli = SveltosCli::try_parse_from(std::iter::once("sveltos-sink".to_string()).chain(args))
         .unwrap();
     let options = cli
@@ -2090,11 +2289,11 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
     )
     .await;
 
-    // Uninstall: the chart's pre-delete hook Job runs the Deployment's command line plus
-    // --release-finalizers under the same ServiceAccount. No kubelet here, so its command line
-    // runs in-process with the chart's token (only the chart's RBAC): a registered profile is
-    // released (identity revoked on the member, SveltosCluster and Secret deleted, finalizer
-    // removed) and the process exits by itself.
+    // Uninstall: the chart's post-delete hook Job runs the Deployment's command line plus
+    // --release-finalizers under its own ServiceAccount. No kubelet here, so its command line
+    // runs in-process with a token of that ServiceAccount (only the hook's RBAC): a registered
+    // profile is released (identity revoked on the member, SveltosCluster and Secret deleted,
+    // finalizer removed) and the process exits by itself.
     let mut api_profile = profile.clone();
     api_profile.metadata.name = Some("api".into());
     profiles
@@ -2128,21 +2327,46 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
         p.finalizers().iter().any(|f| f == finalizer)
     })
     .await;
-    running.stop().await;
 
-    let hooks = hub.hooks(release);
-    let job = release_job(&hooks).expect("the uninstall hook Job is part of the release");
-    assert_eq!(job["metadata"]["annotations"]["helm.sh/hook"], "pre-delete");
+    // Helm creates the hook's ServiceAccount, ConfigMap and RBAC (the chart's are deleted by
+    // then) and the Job; the Job's command line runs in-process with a token of the hook's
+    // ServiceAccount. It is started while the Deployment's leader still runs, to show the
+    // hand-over: it waits for the Lease and writes nothing until the leader is gone.
+    let job = hub.create_hook_resources(release).await;
     let pod = &job["spec"]["template"]["spec"];
-    assert_eq!(pod["serviceAccountName"], service_account_of(&manifest));
+    let hook_account = pod["serviceAccountName"].as_str().unwrap().to_string();
+    assert_ne!(hook_account, service_account_of(&manifest));
+    let hook_client = hub.service_account_client(release, &hook_account).await;
+    assert_sink_minimal(
+        &hook_client,
+        "sveltos-sink (uninstall hook)",
+        release,
+        "fleet",
+    )
+    .await;
     let job_args = strings(&pod["containers"][0]["args"]);
     assert!(job_args.contains(&"--release-finalizers".to_string()));
-    let args = sink_args(&hub, "sveltos-sink", release, job_args, &dir.0).await;
+    let hook_dir = Scratch(scratch("sveltos-release"));
+    let mut args = sink_args(
+        &hub,
+        "ib-sveltos-sink-release-config",
+        release,
+        job_args,
+        &hook_dir.0,
+    )
+    .await;
+    args.push(job_identity(&job));
     let cli = SveltosCli::try_parse_from(std::iter::once("sveltos-sink".to_string()).chain(args))
         .unwrap();
-    assert!(
-        !cli.runtime.leader_election,
-        "the Deployment holds the Lease"
+    let deployment_cli = SveltosCli::try_parse_from(
+        std::iter::once("sveltos-sink".to_string()).chain(chart_args(&manifest)),
+    )
+    .unwrap();
+    assert!(cli.runtime.leader_election, "the Job waits for the Lease");
+    assert_eq!(cli.runtime.lease_name, deployment_cli.runtime.lease_name);
+    assert_eq!(
+        cli.runtime.lease_namespace,
+        deployment_cli.runtime.lease_namespace
     );
     let options = cli
         .sink
@@ -2157,13 +2381,32 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
     let releasing = run_in_process(
         sveltos_sink::NAME,
         cli.runtime,
-        client.clone(),
+        hook_client.clone(),
         metrics,
         move |context| {
             adapters::sink::run(sink.clone(), options.clone(), sink_metrics.clone(), context)
         },
     )
     .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !releasing.task.is_finished(),
+        "the Job waits while the Deployment's leader holds the Lease"
+    );
+    assert!(
+        profiles
+            .get("api")
+            .await
+            .unwrap()
+            .finalizers()
+            .iter()
+            .any(|f| f == finalizer),
+        "nothing released while the old leader runs"
+    );
+    // helm uninstall: the Deployment's pod stops gracefully (releasing the Lease), the chart's
+    // objects are deleted; the hook runs on with only its own RBAC.
+    running.stop().await;
+    hub.uninstall_without_hooks(release);
     tokio::time::timeout(WAIT, releasing.task)
         .await
         .expect("release mode exits by itself")
@@ -2182,7 +2425,6 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
         .await
         .unwrap();
 
-    hub.uninstall_without_hooks(release);
     hub.assert_uninstalled(&manifest).await;
     // The profile is deletable: nothing of ours holds it.
     profiles
@@ -2357,27 +2599,89 @@ async fn assert_sink_minimal(client: &Client, chart: &str, release: &str, target
     .await;
 }
 
-/// argocd-sink and flux-sink: their adapters are being written, so their charts are installed
-/// and their RBAC checked, without a scenario yet.
-async fn install_only(chart: &str, target: &str, sets: &[&str]) {
+/// argocd-sink or flux-sink in-process, configured by a command line of its chart.
+async fn run_argo_or_flux(
+    chart: &str,
+    args: Vec<String>,
+    client: Client,
+) -> (Running, RuntimeArgs, adapters::sink::SinkOptions) {
+    async fn run<S: adapters::sink::Sink>(
+        runtime: RuntimeArgs,
+        sink: S,
+        options: adapters::sink::SinkOptions,
+        client: Client,
+    ) -> (Running, RuntimeArgs, adapters::sink::SinkOptions) {
+        let mut metrics = Metrics::new(S::NAME);
+        let sink_metrics = adapters::sink::SinkMetrics::register(metrics.registry_mut());
+        let sink = std::sync::Arc::new(sink);
+        let engine_options = options.clone();
+        let running = run_in_process(S::NAME, runtime.clone(), client, metrics, move |context| {
+            adapters::sink::run(
+                sink.clone(),
+                engine_options.clone(),
+                sink_metrics.clone(),
+                context,
+            )
+        })
+        .await;
+        (running, runtime, options)
+    }
+    let argv = std::iter::once(chart.to_string()).chain(args);
+    match chart {
+        "argocd-sink" => {
+            let cli = argocd_sink::Cli::try_parse_from(argv).unwrap();
+            let sink = cli.argocd.sink();
+            let options = cli
+                .sink
+                .resolve_for(&sink, Some(sink.namespace.clone()))
+                .unwrap();
+            run(cli.runtime, sink, options, client).await
+        }
+        "flux-sink" => {
+            let cli = flux_sink::Cli::try_parse_from(argv).unwrap();
+            let sink = cli.flux.sink();
+            let options = cli
+                .sink
+                .resolve_for(&sink, sink.namespaces.first().cloned())
+                .unwrap();
+            run(cli.runtime, sink, options, client).await
+        }
+        other => panic!("not argocd-sink or flux-sink: {other}"),
+    }
+}
+
+/// argocd-sink or flux-sink: `helm install` into a real hub, the adapter runs in-process under
+/// the chart's token (a profile becomes its registration, with the default member identity),
+/// SelfSubjectAccessReviews show what it cannot do, then uninstall: the post-delete hook's
+/// command line runs under the hook's own token, waits for the Deployment's leader to go, and
+/// releases the profile (identity revoked, Secret deleted, finalizer removed).
+async fn argo_or_flux_chart_runs_and_uninstalls(chart: &str, target: &str, secret: &str) {
     let hub = hub(&format!("chart-{chart}")).await;
+    install_crd(&hub.client, adapters::crd::cluster_profile_crd())
+        .await
+        .unwrap();
+    install_crds(&hub.client, &[ForeignCrd::ManagedCluster])
+        .await
+        .unwrap();
+    let member = ControlPlane::start(ControlPlaneOptions::named(&format!("chart-{chart}-member")))
+        .await
+        .unwrap();
     let release = "inventory-bridge";
     for ns in ["fleet", "capi-clusters", "elsewhere", target] {
-        if Api::<Namespace>::all(hub.client.clone())
-            .get_opt(ns)
-            .await
-            .unwrap()
-            .is_none()
-        {
-            namespace(&hub.client, ns).await;
-        }
+        namespace(&hub.client, ns).await;
     }
-    hub.install(chart, release, sets);
+    hub.install(
+        chart,
+        release,
+        &[
+            "config.inventoryNamespaces={fleet}",
+            "config.bootstrapSecretNamespaces={capi-clusters}",
+        ],
+    );
     let manifest = hub.manifest(release);
     let client = hub
         .service_account_client(release, &service_account_of(&manifest))
         .await;
-    assert_sink_minimal(&client, chart, release, target).await;
     // The RBAC in force is the chart's: every Role and ClusterRole it rendered exists.
     for object in kind(&manifest, "Role") {
         Api::<Role>::namespaced(
@@ -2394,32 +2698,177 @@ async fn install_only(chart: &str, target: &str, sets: &[&str]) {
             .await
             .unwrap();
     }
-    hub.uninstall(release);
+    let dir = Scratch(scratch(&format!("{chart}-run")));
+    let config = format!("ib-{chart}-config");
+    let args = sink_args(&hub, &config, release, chart_args(&manifest), &dir.0).await;
+    let (running, runtime, options) = run_argo_or_flux(chart, args, client.clone()).await;
+    assert!(runtime.leader_election, "the chart elects a leader");
+    assert_eq!(options.inventory_namespaces, vec!["fleet".to_string()]);
+
+    // Main scenario: a profile whose bootstrap provider names a CAPI kubeconfig Secret in an
+    // allowed namespace becomes the sink's Secret, whose credential is the sink's default member
+    // identity.
+    Api::<Secret>::namespaced(hub.client.clone(), "capi-clusters")
+        .create(
+            &PostParams::default(),
+            &Secret {
+                metadata: ObjectMeta {
+                    name: Some("web-kubeconfig".into()),
+                    labels: Some(BTreeMap::from([(
+                        "cluster.x-k8s.io/cluster-name".to_string(),
+                        "web".to_string(),
+                    )])),
+                    ..ObjectMeta::default()
+                },
+                type_: Some("cluster.x-k8s.io/secret".into()),
+                data: Some(BTreeMap::from([(
+                    "value".to_string(),
+                    ByteString(member.admin_kubeconfig_yaml().into_bytes()),
+                )])),
+                ..Secret::default()
+            },
+        )
+        .await
+        .unwrap();
+    let profiles: Api<ClusterProfile> = Api::namespaced(hub.client.clone(), "fleet");
+    let profile = ClusterProfile {
+        metadata: ObjectMeta {
+            name: Some("web".into()),
+            namespace: Some("fleet".into()),
+            labels: Some(BTreeMap::from([(
+                "x-k8s.io/cluster-manager".to_string(),
+                "cluster-api".to_string(),
+            )])),
+            ..ObjectMeta::default()
+        },
+        spec: adapters::profile::ClusterProfileSpec {
+            display_name: Some("capi-clusters/web".into()),
+            cluster_manager: adapters::profile::ClusterManager {
+                name: "cluster-api".into(),
+            },
+        },
+        status: None,
+    };
+    profiles
+        .create(&PostParams::default(), &profile)
+        .await
+        .unwrap();
+    profiles
+        .patch_status(
+            "web",
+            &PatchParams::default(),
+            &Patch::Merge(json!({"status": {"conditions": [], "accessProviders": [{
+                "name": "cluster-api",
+                "cluster": {
+                    "server": member.server(),
+                    "certificate-authority-data": BASE64.encode(member.ca_pem()),
+                    "extensions": [{"name": "client.authentication.k8s.io/exec", "extension": {
+                        "name": "web-kubeconfig", "key": "value", "namespace": "capi-clusters"}}],
+                },
+            }]}})),
+        )
+        .await
+        .unwrap();
+    let member_client = match chart {
+        "argocd-sink" => harness::sinks::argo_cluster(&hub.client, target, secret, |_| true)
+            .await
+            .client()
+            .await
+            .unwrap(),
+        _ => harness::sinks::flux_kubeconfig(&hub.client, target, secret, |_| true)
+            .await
+            .client()
+            .await
+            .unwrap(),
+    };
+    let account = format!("inventory-bridge-{chart}");
+    assert_eq!(
+        harness::sinks::whoami(&member_client).await.unwrap(),
+        format!("system:serviceaccount:inventory-bridge:{account}")
+    );
+    let finalizer = format!("inventory-bridge.io/{chart}-cleanup");
+    wait_profile(&profiles, "web", |p| p.finalizers().contains(&finalizer)).await;
+
+    assert_sink_minimal(&client, chart, release, target).await;
+
+    // Uninstall: Helm creates the hook's ServiceAccount, ConfigMap and RBAC, then the Job,
+    // whose command line runs in-process with the hook's token, started while the Deployment's
+    // leader still holds the Lease.
+    let job = hub.create_hook_resources(release).await;
+    let pod = &job["spec"]["template"]["spec"];
+    let hook_account = pod["serviceAccountName"].as_str().unwrap().to_string();
+    assert_ne!(hook_account, service_account_of(&manifest));
+    let hook_client = hub.service_account_client(release, &hook_account).await;
+    assert_sink_minimal(
+        &hook_client,
+        &format!("{chart} (uninstall hook)"),
+        release,
+        target,
+    )
+    .await;
+    let hook_dir = Scratch(scratch(&format!("{chart}-release")));
+    let mut args = sink_args(
+        &hub,
+        &format!("ib-{chart}-release-config"),
+        release,
+        strings(&pod["containers"][0]["args"]),
+        &hook_dir.0,
+    )
+    .await;
+    args.push(job_identity(&job));
+    let (releasing, hook_runtime, hook_options) =
+        run_argo_or_flux(chart, args, hook_client.clone()).await;
+    assert!(hook_options.release_finalizers);
+    assert!(hook_runtime.leader_election, "the Job waits for the Lease");
+    assert_eq!(hook_runtime.lease_name, runtime.lease_name);
+    assert_eq!(hook_runtime.lease_namespace, runtime.lease_namespace);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !releasing.task.is_finished(),
+        "{chart}: the Job waits while the Deployment's leader holds the Lease"
+    );
+    assert!(
+        profiles
+            .get("web")
+            .await
+            .unwrap()
+            .finalizers()
+            .contains(&finalizer),
+        "nothing released while the old leader runs"
+    );
+    running.stop().await;
+    hub.uninstall_without_hooks(release);
+    tokio::time::timeout(WAIT, releasing.task)
+        .await
+        .expect("release mode exits by itself")
+        .unwrap()
+        .unwrap();
+    let released = profiles.get("web").await.unwrap();
+    assert!(
+        !released.finalizers().contains(&finalizer),
+        "{chart}: finalizer released: {:?}",
+        released.finalizers()
+    );
+    harness::sinks::wait_secret_gone(&hub.client, target, secret).await;
+    let member_accounts: Api<ServiceAccount> =
+        Api::namespaced(member.client().await.unwrap(), "inventory-bridge");
+    wait_object_gone(&member_accounts, &account, WAIT)
+        .await
+        .unwrap();
     hub.assert_uninstalled(&manifest).await;
+    profiles
+        .delete("web", &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_object_gone(&profiles, "web", WAIT).await.unwrap();
 }
 
 #[tokio::test]
-async fn argocd_sink_chart_installs_with_least_privilege() {
-    install_only(
-        "argocd-sink",
-        "argocd",
-        &[
-            "config.inventoryNamespaces={fleet}",
-            "config.bootstrapSecretNamespaces={capi-clusters}",
-        ],
-    )
-    .await;
+async fn argocd_sink_chart_installs_and_runs_with_only_its_rbac() {
+    argo_or_flux_chart_runs_and_uninstalls("argocd-sink", "argocd", "cluster-fleet-web").await;
 }
 
 #[tokio::test]
-async fn flux_sink_chart_installs_with_least_privilege() {
-    install_only(
-        "flux-sink",
-        "flux-system",
-        &[
-            "config.inventoryNamespaces={fleet}",
-            "config.bootstrapSecretNamespaces={capi-clusters}",
-        ],
-    )
-    .await;
+async fn flux_sink_chart_installs_and_runs_with_only_its_rbac() {
+    argo_or_flux_chart_runs_and_uninstalls("flux-sink", "flux-system", "web-kubeconfig").await;
 }

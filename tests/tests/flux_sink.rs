@@ -31,6 +31,9 @@ async fn hub_ready(hub: &ControlPlane) -> Client {
         install_crd(&client, adapters::crd::cluster_profile_crd())
             .await
             .unwrap();
+        harness::install_crds(&client, &[harness::ForeignCrd::ManagedCluster])
+            .await
+            .unwrap();
     })
     .await;
     client
@@ -50,6 +53,7 @@ async fn kubeconfig_secrets_in_every_flux_namespace_reach_the_member_and_are_rev
     let flux_b = test_namespace(&hub, "flux-b").await.unwrap();
     let boot = bootstrap_token(m2, &format!("boot-{ns}")).await;
     hub_secret(&hub, &ns, "boot", "token", &boot).await;
+    harness::sinks::managed_cluster(&hub, &ns, &[m2]).await;
     let member_namespace = format!("fx-{ns}");
     let (sink, options) = flux_from_args(&[
         "--inventory-namespace",
@@ -323,6 +327,7 @@ async fn bad_inputs_are_reported_and_never_block_the_others() {
     hub_secret(&hub, &ns, "m1-admin", "value", &m1.admin_kubeconfig_yaml()).await;
     let bogus = "bogus-bootstrap-token-0123456789abcdef".to_string();
     hub_secret(&hub, &ns, "bogus", "token", &bogus).await;
+    harness::sinks::managed_cluster(&hub, &ns, &[m1]).await;
     let member_namespace = format!("fx-{ns}");
     let (sink, options) = flux_from_args(&[
         "--inventory-namespace",

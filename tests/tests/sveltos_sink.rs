@@ -578,10 +578,12 @@ async fn each_provider_registers_a_working_minted_identity_on_the_right_member()
 
     // kubeconfig-secret: the member's admin kubeconfig (client certificate), as CAPI would hold it.
     capi_kubeconfig_secret(&hub, &ns, "m1-admin", &m1.admin_kubeconfig_yaml()).await;
-    // token-secret, {clusterName} form: Secret <namespace>/<clusterName>, key token.
+    // token-secret, {clusterName} form: Secret <namespace>/<clusterName>, key token; the
+    // ManagedCluster named <clusterName> vouches for the endpoint (here the cluster is named like
+    // the test namespace, so the ManagedCluster is unique to this test).
     let boot2 = bootstrap_token(m2, &format!("boot-{ns}")).await;
     managed_cluster(&hub, &ns, m2).await;
-    msa_token_secret(&hub, &ns, "member-2", &boot2, m2).await;
+    msa_token_secret(&hub, &ns, &ns, &boot2, m2).await;
     // exec plugin: reads its token from a file; fails if it did not get the cluster config, or if
     // a profile-sourced environment variable reached it (the policy is Ignore).
     let boot1 = bootstrap_token(m1, &format!("boot-{ns}")).await;
@@ -628,7 +630,7 @@ printf '{"apiVersion":"client.authentication.k8s.io/v1","kind":"ExecCredential",
         vec![provider(
             "token-secret",
             m2,
-            Some(json!({"clusterName": "member-2"})),
+            Some(json!({"clusterName": ns})),
         )],
         region.clone(),
     )

@@ -69,6 +69,9 @@ spec:
             - {{ printf "--http-address=0.0.0.0:%d" (int $v.http.port) | quote }}
             - {{ printf "--log-format=%s" $v.log.format | quote }}
             - {{ printf "--log-filter=%s" $v.log.filter | quote }}
+            {{- with $v.http.livenessStallSeconds }}
+            - {{ printf "--liveness-stall-seconds=%d" (int .) | quote }}
+            {{- end }}
             - {{ printf "--leader-election=%s" (include "ib.leaderElection" $) | quote }}
             {{- if $leader }}
             - {{ printf "--lease-name=%s" (default (include "ib.fullname" $) $v.leaderElection.leaseName) | quote }}

@@ -5,6 +5,11 @@ README's lists can be compared with it. Call with a dict:
   grants  a list of {scope, apiGroups, resources, verbs, resourceNames?}; scope is "_cluster"
           (a ClusterRole) or a namespace (a Role there). Grants of one scope become the rules of
           one role, bound to the chart's ServiceAccount.
+  suffix          (optional) appended to the roles' and bindings' names (e.g. "-release")
+  serviceAccount  (optional) the subject instead of the chart's ServiceAccount
+  hook            (optional) a Helm hook event (e.g. "post-delete"): every object becomes a hook
+                  resource of that event, roles before bindings (hook weights -15 and -10, so
+                  they exist before a hook Job of weight 0), deleted when the hooks succeed
 */}}
 {{- define "ib.rbac" -}}
 {{- $ := .ctx -}}
@@ -23,7 +28,9 @@ README's lists can be compared with it. Call with a dict:
 {{- $_ := set $scopes .scope (append $rules $rule) -}}
 {{- end -}}
 {{- end -}}
-{{- $name := include "ib.fullname" $ -}}
+{{- $name := printf "%s%s" (include "ib.fullname" $) (.suffix | default "") -}}
+{{- $subject := .serviceAccount | default (include "ib.serviceAccountName" $) -}}
+{{- $hook := .hook | default "" -}}
 {{- range $scope := keys $scopes | sortAlpha }}
 {{- $rules := get $scopes $scope }}
 ---
@@ -36,6 +43,10 @@ metadata:
   {{- end }}
   labels:
     {{- include "ib.labels" $ | nindent 4 }}
+  {{- with $hook }}
+  annotations:
+    {{- include "ib.hookAnnotations" (list . -15) | nindent 4 }}
+  {{- end }}
 rules:
   {{- toYaml $rules | nindent 2 }}
 ---
@@ -48,13 +59,17 @@ metadata:
   {{- end }}
   labels:
     {{- include "ib.labels" $ | nindent 4 }}
+  {{- with $hook }}
+  annotations:
+    {{- include "ib.hookAnnotations" (list . -10) | nindent 4 }}
+  {{- end }}
 roleRef:
   apiGroup: rbac.authorization.k8s.io
   kind: {{ if eq $scope "_cluster" }}ClusterRole{{ else }}Role{{ end }}
   name: {{ if eq $scope "_cluster" }}{{ printf "%s-%s" $.Release.Namespace $name | trunc 253 }}{{ else }}{{ $name }}{{ end }}
 subjects:
   - kind: ServiceAccount
-    name: {{ include "ib.serviceAccountName" $ }}
+    name: {{ $subject }}
     namespace: {{ $.Release.Namespace }}
 {{- end }}
 {{- end -}}
@@ -68,4 +83,14 @@ subjects:
   resources: [leases]
   verbs: [create, get, patch]
 {{- end }}
+{{- end -}}
+
+{{/*
+Annotations of a Helm hook resource: (list event weight). Deleted before the hook runs again and
+once every hook of the event has succeeded; a failed hook Job stays for its logs.
+*/}}
+{{- define "ib.hookAnnotations" -}}
+helm.sh/hook: {{ index . 0 }}
+helm.sh/hook-weight: {{ index . 1 | toString | quote }}
+helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
 {{- end -}}

@@ -159,38 +159,114 @@ ManagedClusters: get, to check where an OCM token may be sent.
 {{ include "ib.runtimeGrants" $ }}
 {{- end -}}
 
+{{/* NOTES.txt: what uninstall does. Call with (dict "ctx" . "sink" "<sink name>" "objects" "<what it writes>"). */}}
 {{- define "ib.sink.notes" -}}
+{{- $ := .ctx -}}
+{{- $finalizer := printf "inventory-bridge.io/%s-cleanup" (default .sink $.Values.config.instance) -}}
+{{- if include "ib.sink.releaseEnabled" $ }}
+On `helm uninstall`, after the Deployment is deleted, the post-delete Job {{ include "ib.fullname" $ }}-release
+runs {{ .sink }} --release-finalizers (as ServiceAccount {{ include "ib.sink.releaseServiceAccountName" $ }}, once the
+old leader's Lease is released): it revokes the member identities, deletes the {{ .objects }}
+and removes the finalizer {{ $finalizer }} from the profiles.
+{{- else }}
+releaseOnUninstall is off: before `helm uninstall`, release the profiles yourself (run the sink
+with --release-finalizers), or their finalizer {{ $finalizer }} blocks their deletion.
+{{- end }}
 {{- end -}}
 
 {{/*
-The uninstall hook (releaseOnUninstall.enabled): a Helm pre-delete Job running the sink's image
-with the Deployment's flags plus --release-finalizers, as the chart's ServiceAccount (the same
-RBAC: list and patch profiles in the served inventories, delete its hub objects, read bootstrap
-Secrets). It revokes every member identity, deletes every registration and removes our finalizer
-from every profile of the served inventories, then exits, so `helm uninstall` leaves no finalizer
-that would wedge a profile's or namespace's deletion. Leader election is off in the Job: the
-Deployment still holds the Lease while pre-delete hooks run. Call with a dict:
+The uninstall hook (releaseOnUninstall.enabled): Helm post-delete hook resources that run the
+sink's image with the Deployment's flags plus --release-finalizers. It revokes every member
+identity, deletes every registration and removes our finalizer from every profile of the served
+inventories, then exits, so `helm uninstall` leaves no finalizer that would wedge a profile's or
+namespace's deletion.
+
+post-delete, not pre-delete: Helm deletes the Deployment first, so no running sink re-adds what
+the Job releases. The Job still elects a leader on the Deployment's Lease (same name, namespace
+and duration): a stopping leader releases it on SIGTERM, and one that cannot (it lost its RBAC
+or was killed) lets it expire, so the Job writes only once the old leader is gone.
+
+The chart's own ServiceAccount, RBAC and ConfigMap are deleted before post-delete hooks run, so
+the hook brings its own, as hook resources created before the Job (hook weights: ServiceAccount
+and ConfigMap -20, roles -15, bindings -10, Job 0), all deleted once the hooks succeed:
+  - ServiceAccount <fullname>-release (serviceAccount.create=false: the Job runs as
+    serviceAccount.name, which outlives the release);
+  - ConfigMap <fullname>-release-config: the provider file and member rules;
+  - with rbac.create, roles and bindings <fullname>-release: the sink's grants (what release
+    mode calls is what the sink calls: list and patch profiles, Events, bootstrap Secrets, its
+    hub objects) plus its Lease, bound to the Job's ServiceAccount (ib.sink.releaseRbac).
+*/}}
+
+{{/* The ServiceAccount the uninstall hook Job runs as. */}}
+{{- define "ib.sink.releaseServiceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- printf "%s-release" (include "ib.fullname" .) -}}
+{{- else -}}
+{{- include "ib.serviceAccountName" . -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "ib.sink.releaseEnabled" -}}
+{{- if (.Values.releaseOnUninstall | default dict).enabled -}}true{{- end -}}
+{{- end -}}
+
+{{/*
+The hook's RBAC: the sink's grants (as ib.sink.grants renders them for the chart's RBAC) plus
+the Lease, bound to the hook's ServiceAccount. Call with a dict:
+  ctx     the chart's root context
+  grants  the sink's grants (a list)
+*/}}
+{{- define "ib.sink.releaseRbac" -}}
+{{- $ := .ctx -}}
+{{- if include "ib.sink.releaseEnabled" $ -}}
+{{- $lease := dict "scope" $.Release.Namespace "apiGroups" (list "coordination.k8s.io") "resources" (list "leases") "verbs" (list "create" "get" "patch") -}}
+{{- $grants := append .grants $lease -}}
+{{- include "ib.rbac" (dict "ctx" $ "grants" $grants "suffix" "-release" "serviceAccount" (include "ib.sink.releaseServiceAccountName" $) "hook" "post-delete") -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The hook's ServiceAccount, ConfigMap and Job. Call with a dict:
   ctx           the chart's root context
   args          the sink's own flags (as the Deployment gets them)
-  volumes       the chart's extra pod volumes (YAML list text, may be empty)
-  volumeMounts  their mounts (YAML list text, may be empty)
 */}}
 {{- define "ib.sink.releaseJob" -}}
 {{- $ := .ctx -}}
 {{- $v := $.Values -}}
 {{- $r := $v.releaseOnUninstall | default dict -}}
 {{- if $r.enabled }}
+{{- $name := printf "%s-release" (include "ib.fullname" $) -}}
+{{- if $v.serviceAccount.create }}
+apiVersion: v1
+kind: ServiceAccount
+metadata:
+  name: {{ include "ib.sink.releaseServiceAccountName" $ }}
+  namespace: {{ $.Release.Namespace }}
+  labels:
+    {{- include "ib.labels" $ | nindent 4 }}
+    inventory-bridge.io/component: release-finalizers
+  annotations:
+    {{- include "ib.hookAnnotations" (list "post-delete" -20) | nindent 4 }}
+    {{- with $v.serviceAccount.annotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+---
+{{- end }}
+{{- with (include "ib.sink.configMap" $ | fromYaml) }}
+{{- $_ := set . "metadata" (dict "name" (printf "%s-config" $name) "namespace" $.Release.Namespace "labels" (include "ib.labels" $ | fromYaml) "annotations" (include "ib.hookAnnotations" (list "post-delete" -20) | fromYaml)) }}
+{{ toYaml . }}
+---
+{{- end }}
+{{- $lease := int $v.leaderElection.leaseDurationSeconds }}
 apiVersion: batch/v1
 kind: Job
 metadata:
-  name: {{ printf "%s-release" (include "ib.fullname" $) | trunc 63 | trimSuffix "-" }}
+  name: {{ $name | trunc 63 | trimSuffix "-" }}
   namespace: {{ $.Release.Namespace }}
   labels:
     {{- include "ib.labels" $ | nindent 4 }}
   annotations:
-    helm.sh/hook: pre-delete
-    helm.sh/hook-weight: "0"
-    helm.sh/hook-delete-policy: before-hook-creation,hook-succeeded
+    {{- include "ib.hookAnnotations" (list "post-delete" 0) | nindent 4 }}
 spec:
   backoffLimit: {{ $r.backoffLimit }}
   activeDeadlineSeconds: {{ $r.activeDeadlineSeconds }}
@@ -201,7 +277,7 @@ spec:
         inventory-bridge.io/component: release-finalizers
     spec:
       restartPolicy: Never
-      serviceAccountName: {{ include "ib.serviceAccountName" $ }}
+      serviceAccountName: {{ include "ib.sink.releaseServiceAccountName" $ }}
       automountServiceAccountToken: true
       {{- with $v.imagePullSecrets }}
       imagePullSecrets:
@@ -220,7 +296,14 @@ spec:
             - {{ printf "--http-address=0.0.0.0:%d" (int $v.http.port) | quote }}
             - {{ printf "--log-format=%s" $v.log.format | quote }}
             - {{ printf "--log-filter=%s" $v.log.filter | quote }}
-            - "--leader-election=false"
+            {{- with $v.http.livenessStallSeconds }}
+            - {{ printf "--liveness-stall-seconds=%d" (int .) | quote }}
+            {{- end }}
+            {{- /* Always: wait for the Deployment's leader to be gone (same Lease). */}}
+            - "--leader-election=true"
+            - {{ printf "--lease-name=%s" (default (include "ib.fullname" $) $v.leaderElection.leaseName) | quote }}
+            - {{ printf "--lease-namespace=%s" $.Release.Namespace | quote }}
+            - {{ printf "--lease-duration-seconds=%d" $lease | quote }}
             {{- if $v.hubKubeconfig.secretName }}
             - "--kubeconfig=/etc/inventory-bridge/hub/{{ $v.hubKubeconfig.key }}"
             {{- end }}
@@ -232,6 +315,7 @@ spec:
             {{- end }}
             - "--release-finalizers"
           env:
+            # The Job's identity in the Lease (--identity falls back to POD_NAME).
             - name: POD_NAME
               valueFrom:
                 fieldRef:
@@ -257,7 +341,7 @@ spec:
               mountPath: /etc/inventory-bridge/hub
               readOnly: true
             {{- end }}
-            {{- with .volumeMounts }}
+            {{- with (include "ib.sink.volumeMounts" $ | trim) }}
             {{- . | nindent 12 }}
             {{- end }}
             {{- with $v.extraVolumeMounts }}
@@ -272,8 +356,15 @@ spec:
           secret:
             secretName: {{ $v.hubKubeconfig.secretName }}
         {{- end }}
-        {{- with .volumes }}
-        {{- . | nindent 8 }}
+        {{- if include "ib.sink.hasConfig" $ }}
+        {{- /* The hook's copy: the chart's ConfigMap is gone by now. */}}
+        - name: config
+          configMap:
+            name: {{ $name }}-config
+        {{- end }}
+        {{- if $v.execPlugins.enabled }}
+        - name: exec-plugins
+          {{- toYaml $v.execPlugins.volume | nindent 10 }}
         {{- end }}
         {{- with $v.extraVolumes }}
         {{- toYaml . | nindent 8 }}
