@@ -43,9 +43,12 @@ async fn hub_ready(hub: &ControlPlane) -> Client {
         install_crd(&client, adapters::crd::cluster_profile_crd())
             .await
             .unwrap();
-        install_crds(&client, &[ForeignCrd::SveltosCluster, ForeignCrd::ManagedCluster])
-            .await
-            .unwrap();
+        install_crds(
+            &client,
+            &[ForeignCrd::SveltosCluster, ForeignCrd::ManagedCluster],
+        )
+        .await
+        .unwrap();
     })
     .await;
     client
