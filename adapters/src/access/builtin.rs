@@ -307,7 +307,21 @@ impl Resolver<'_> {
             }
         };
         let key = config.key.as_deref().unwrap_or("token");
-        self.check_allowed(entry, request, namespace)?;
+        let allowed = self.check_allowed(entry, request, namespace)?;
+        // `{managedClusterNamespace}` means the Secret's own namespace is a cluster's hub
+        // namespace. The `{name, namespace}` form's record below is that very ManagedCluster; the
+        // `{clusterName}` form's is another one, so confirm the namespace separately (revocation
+        // keeps what was checked at mint time).
+        if allowed == Allowed::IfManagedCluster
+            && purpose == Purpose::Mint
+            && config.name.is_none()
+            && self
+                .managed_cluster(&entry.name, namespace)
+                .await?
+                .is_none()
+        {
+            return Err(not_a_cluster_namespace(entry, namespace));
+        }
         // The endpoint OCM records for the cluster whose hub namespace holds the token. Without
         // that record nothing vouches for any server, whatever namespace the Secret is in.
         // `{name, namespace}` (ocm-source's form): the ManagedCluster whose hub namespace holds the

@@ -498,38 +498,8 @@ pub fn parse_duration(text: &str) -> std::result::Result<Duration, String> {
     Ok(Duration::from_secs(total))
 }
 
-/// A valid label value (≤ 63 characters, alphanumeric at both ends, `-_.` inside), or empty.
-pub fn is_valid_label_value(value: &str) -> bool {
-    value.is_empty()
-        || (value.len() <= 63
-            && value.starts_with(|c: char| c.is_ascii_alphanumeric())
-            && value.ends_with(|c: char| c.is_ascii_alphanumeric())
-            && value
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.')))
-}
-
-/// A valid label key: optional DNS-subdomain prefix and `/`, then a name like a label value.
-pub fn is_valid_label_key(key: &str) -> bool {
-    let (prefix, name) = match key.rsplit_once('/') {
-        Some((prefix, name)) => (Some(prefix), name),
-        None => (None, key),
-    };
-    let prefix_ok = prefix.is_none_or(|p| {
-        !p.is_empty()
-            && p.len() <= 253
-            && p.split('.').all(|part| {
-                !part.is_empty()
-                    && part.len() <= 63
-                    && part.starts_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                    && part.ends_with(|c: char| c.is_ascii_lowercase() || c.is_ascii_digit())
-                    && part
-                        .chars()
-                        .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
-            })
-    });
-    prefix_ok && !name.is_empty() && is_valid_label_value(name)
-}
+/// Label rules, one implementation for the whole core (re-exported here for sink renders).
+pub use crate::names::{is_valid_label_key, is_valid_label_value};
 
 /// `<base><suffix>`, kept within `max` characters (DNS names): when too long, the base is cut
 /// and a short stable hash of the full base is inserted, so distinct bases stay distinct. The hash
