@@ -41,5 +41,14 @@ helm-quiet: toolchain
 	@bash tests/helm/build.sh >/dev/null
 
 .PHONY: demo
-demo: controlplane ## Start a local hub and two members and print how to reach them (Ctrl-C stops)
+demo: toolchain ## Run the whole bridge on a local hub + 3 members, print the inventory and proofs (DEMO_ARGS=--once exits)
+	@echo "demo 1/3: control plane (etcd + kube-apiserver + kube-controller-manager): cached after the first build, which takes 5-20 minutes on 2 cores"
+	@bash tests/controlplane/build.sh >/dev/null
+	@echo "demo 2/3: the five adapters and the demo (cargo build; first build: several minutes, then seconds)"
+	$(CARGO) build --workspace --bins --locked
+	@echo "demo 3/3: running (Ctrl-C stops everything)"
+	@$(CARGO) run -q --locked -p inventory-bridge-tests --bin demo -- $(DEMO_ARGS)
+
+.PHONY: fleet
+fleet: controlplane ## Only start a local hub and two members and print how to reach them (Ctrl-C stops)
 	$(CARGO) run -q -p inventory-bridge-tests --bin fleet -- --members 2

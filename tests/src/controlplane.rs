@@ -94,7 +94,7 @@ fn handed_out() -> &'static std::sync::Mutex<std::collections::BTreeSet<u16>> {
 /// A port that is free now, for a child process to bind. Chosen below Linux's ephemeral range
 /// (32768+): a port from `bind(0)` comes from that range, so between our probe and the child's
 /// bind an outgoing connection (the many clients of a test) could take it.
-pub(crate) fn free_port() -> Result<u16> {
+pub fn free_port() -> Result<u16> {
     let mut state = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.subsec_nanos())

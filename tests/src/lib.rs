@@ -16,6 +16,7 @@ pub mod apiserver_metrics;
 pub mod binary;
 pub mod controlplane;
 pub mod crds;
+pub mod estate;
 pub mod fleet;
 pub mod helm;
 pub mod pki;
