@@ -56,7 +56,7 @@ async fn run(options: &Options) -> harness::Result<(Estate, bool)> {
     let converged = estate
         .wait_converged(options.timeout, |waiting| {
             println!(
-                "waiting ({:>4.1} s): capi-demo/staging-us still provisioning (no kubeconfig Secret yet)",
+                "waiting ({:>4.1} s; capi-demo/staging-us stays provisioning, no kubeconfig Secret yet, so nothing registers it):",
                 started.elapsed().as_secs_f64()
             );
             for line in waiting {
@@ -67,7 +67,7 @@ async fn run(options: &Options) -> harness::Result<(Estate, bool)> {
     let converged = match converged {
         Ok(took) => {
             println!(
-                "converged {:.1} s after the adapters started ({:.1} s since the demo started)",
+                "converged: {:.1} s of waiting after the managers were played ({:.1} s since the demo started)",
                 took.as_secs_f64(),
                 started.elapsed().as_secs_f64()
             );
