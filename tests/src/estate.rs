@@ -165,8 +165,11 @@ pub struct EstateOptions {
     pub audit: bool,
     /// Lease duration of leader election (short in tests, so a killed leader is replaced soon).
     pub lease_seconds: u64,
-    /// Extra flags for every sink (e.g. `--max-backoff`-like knobs for tests).
+    /// Extra flags for every sink.
     pub extra_sink_args: Vec<String>,
+    /// Start an adapter process again when it exits, as its Deployment would (a replica that
+    /// loses its lease exits on purpose); otherwise an exit fails the wait for convergence.
+    pub restart_exited: bool,
 }
 
 impl EstateOptions {
@@ -179,6 +182,7 @@ impl EstateOptions {
             audit: false,
             lease_seconds: 15,
             extra_sink_args: Vec::new(),
+            restart_exited: false,
         }
     }
 }
@@ -279,6 +283,9 @@ pub struct Estate {
     agents: Option<tokio::task::JoinHandle<()>>,
     agent_state: Arc<Mutex<AgentState>>,
     say: Say,
+    restart_exited: bool,
+    /// Adapter processes restarted after they exited (with [`EstateOptions::restart_exited`]).
+    pub restarts: usize,
     /// The control planes (dropped last).
     pub fleet: Fleet,
 }
@@ -392,6 +399,8 @@ struct OcmAgentCluster {
     applied: Vec<(ApiResource, Option<String>, String)>,
     orphaning: Value,
     work_seen: bool,
+    /// resourceVersion of the ManifestWork last applied in full.
+    applied_version: Option<String>,
     deleting: bool,
 }
 
@@ -468,6 +477,8 @@ impl Estate {
             agents: None,
             agent_state: Arc::new(Mutex::new(AgentState::default())),
             say: say.clone(),
+            restart_exited: options.restart_exited,
+            restarts: 0,
             fleet,
         };
 
@@ -616,11 +627,21 @@ impl Estate {
         Ok(())
     }
 
-    /// Every adapter process still runs.
+    /// Every adapter process still runs (or, with [`EstateOptions::restart_exited`], is started
+    /// again as its Deployment would).
     pub fn check_adapters_running(&mut self) -> Result<()> {
         for replicas in self.adapters.values_mut() {
             for replica in replicas {
-                if replica.exited() {
+                if replica.exited() && self.restart_exited {
+                    (self.say)(&format!(
+                        "[kubelet] {} replica {} exited; starting it again (last log lines:\n{})",
+                        replica.adapter,
+                        replica.replica,
+                        replica.log_tail(3)
+                    ));
+                    replica.restart()?;
+                    self.restarts += 1;
+                } else if replica.exited() {
                     return Err(format!(
                         "{} (replica {}) exited; its log {}:\n{}",
                         replica.adapter,
@@ -869,6 +890,7 @@ impl Estate {
                     applied: Vec::new(),
                     orphaning: Value::Null,
                     work_seen: false,
+                    applied_version: None,
                     deleting: false,
                 },
             );
@@ -1373,10 +1395,15 @@ async fn play_ocm_agents_once(
         ));
         agent.applied.clear();
         agent.work_seen = false;
+        agent.applied_version = None;
     }
     for work in &current_works {
         agent.orphaning =
             work.data["spec"]["deleteOption"]["selectivelyOrphans"]["orphaningRules"].clone();
+        // Like the work agent: apply a new version of the work in full; otherwise only put back
+        // what went missing (e.g. a ServiceAccount a sink revoked), so steady state writes nothing.
+        let unchanged =
+            agent.applied_version.is_some() && agent.applied_version == work.resource_version();
         let mut applied = Vec::new();
         for manifest in work.data["spec"]["workload"]["manifests"]
             .as_array()
@@ -1398,14 +1425,17 @@ async fn play_ocm_agents_once(
                 Some(ns) => Api::namespaced_with(spoke.clone(), ns, &resource),
                 None => Api::all_with(spoke.clone(), &resource),
             };
-            api.patch(
-                &name,
-                &PatchParams::apply("work-agent").force(),
-                &Patch::Apply(&manifest),
-            )
-            .await?;
+            if !unchanged || api.get_opt(&name).await?.is_none() {
+                api.patch(
+                    &name,
+                    &PatchParams::apply("work-agent").force(),
+                    &Patch::Apply(&manifest),
+                )
+                .await?;
+            }
             applied.push((resource, namespace, name));
         }
+        agent.applied_version = work.resource_version();
         if !agent.work_seen {
             say(&format!(
                 "[ocm work agent] applied ManifestWork {cluster}/{} on {}: {} objects (the sinks' member identities, provisioned)",
