@@ -1340,19 +1340,6 @@ impl Estate {
         }
         Ok(paths)
     }
-
-    /// Every request of `user` to the hub that wrote something (from the audit log; needs
-    /// [`EstateOptions::audit`]).
-    pub fn hub_writes_by(&self, user: &str) -> Result<usize> {
-        Ok(self
-            .fleet
-            .hub
-            .audit_events()?
-            .iter()
-            .filter(|e| e.user.username == user)
-            .filter(|e| !matches!(e.verb.as_str(), "get" | "list" | "watch"))
-            .count())
-    }
 }
 
 async fn play_ocm_agents_once(

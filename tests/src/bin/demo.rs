@@ -45,7 +45,7 @@ fn parse_options() -> Result<Options, String> {
     Ok(options)
 }
 
-async fn run(options: &Options) -> harness::Result<(Estate, bool)> {
+async fn run(options: &Options) -> harness::Result<(Estate, Vec<String>)> {
     let started = Instant::now();
     let say: harness::estate::Say = Arc::new(|line: &str| println!("{line}"));
     let mut estate = Estate::start(EstateOptions::new(&options.dir), say).await?;
@@ -174,7 +174,21 @@ async fn run(options: &Options) -> harness::Result<(Estate, bool)> {
     if let Some(path) = paths.first() {
         println!("  kubectl --kubeconfig {} auth whoami", path.display());
     }
-    Ok((estate, converged && proved))
+    let mut failures = Vec::new();
+    if !converged {
+        failures.push(format!(
+            "not converged within {} s (what was still awaited is listed above)",
+            options.timeout.as_secs()
+        ));
+    }
+    if !proved {
+        let failed = proofs.iter().filter(|p| !p.ok).count();
+        failures.push(format!(
+            "{failed} of {} generated kubeconfigs were not accepted by their member as their sink's identity",
+            proofs.len()
+        ));
+    }
+    Ok((estate, failures))
 }
 
 #[tokio::main]
@@ -186,7 +200,7 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (mut estate, ok) = match run(&options).await {
+    let (mut estate, failures) = match run(&options).await {
         Ok(outcome) => outcome,
         Err(err) => {
             eprintln!("demo: {err}");
@@ -194,17 +208,14 @@ async fn main() -> ExitCode {
         }
     };
     if options.once {
-        println!(
-            "\n{}",
-            if ok {
-                "demo: everything converged and every kubeconfig was proved on its member"
-            } else {
-                "demo: FAILED (see above: not converged, or a kubeconfig was not accepted as its identity)"
-            }
-        );
+        if failures.is_empty() {
+            println!("\ndemo: everything converged and every kubeconfig was proved on its member");
+        } else {
+            println!("\ndemo: FAILED: {}", failures.join("; "));
+        }
         estate.stop_adapters().await;
         drop(estate);
-        return if ok {
+        return if failures.is_empty() {
             ExitCode::SUCCESS
         } else {
             ExitCode::FAILURE
@@ -218,7 +229,7 @@ async fn main() -> ExitCode {
     estate.stop_adapters().await;
     println!("stopping the control planes...");
     drop(estate);
-    if ok {
+    if failures.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
