@@ -42,6 +42,7 @@ use tracing::{debug, info, warn};
 
 use crate::apply::ApplyOutcome;
 use crate::error::{Category, Error, kube_category};
+use crate::index::Index;
 use crate::profile::{
     ClusterManager, ClusterProfile, ClusterProfileSpec, ClusterProfileStatus, GROUP,
     LABEL_CLUSTER_MANAGER, v1alpha2,
@@ -282,8 +283,71 @@ fn source_object_of(meta: &ObjectMeta) -> Option<&str> {
         .map(String::as_str)
 }
 
+fn is_ours(meta: &ObjectMeta, source: &str) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_SOURCE))
+        .map(String::as_str)
+        == Some(source)
+}
+
+/// The index keys of one of our objects: its source object (none for others' objects).
+fn source_keys(meta: &ObjectMeta, source: &str) -> Vec<String> {
+    if !is_ours(meta, source) {
+        return Vec::new();
+    }
+    source_object_of(meta)
+        .map(str::to_string)
+        .into_iter()
+        .collect()
+}
+
+/// Only our own server-side-apply records are read (the apply helper compares against them to
+/// skip no-op writes); other managers' records can be as large as the object itself.
+fn keep_own_managed_fields(meta: &mut ObjectMeta, field_manager: &str) {
+    if let Some(entries) = meta.managed_fields.as_mut() {
+        entries.retain(|entry| {
+            entry.manager.as_deref() == Some(field_manager)
+                && entry.operation.as_deref() == Some("Apply")
+        });
+    }
+}
+
+/// Keep of a cached profile only what the engine reads. Ours: everything but other managers'
+/// records. Others': name, labels and uid, which prove it exists and say whose it is.
+fn trim_profile(profile: &mut ClusterProfile, source: &str, field_manager: &str) {
+    if is_ours(&profile.metadata, source) {
+        keep_own_managed_fields(&mut profile.metadata, field_manager);
+        return;
+    }
+    let meta = std::mem::take(&mut profile.metadata);
+    profile.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        labels: meta.labels,
+        ..ObjectMeta::default()
+    };
+    profile.status = None;
+}
+
+/// A companion's status (e.g. a ManifestWork's per-resource feedback) is never read.
+fn trim_companion(object: &mut DynamicObject, field_manager: &str) {
+    keep_own_managed_fields(&mut object.metadata, field_manager);
+    if let Some(data) = object.data.as_object_mut() {
+        data.remove("status");
+    }
+}
+
 fn object_reference<K: Resource<DynamicType = ()>>(native: &K) -> ObjectReference {
     native.object_ref(&())
+}
+
+/// A companion kind: its cache and our objects of it by source object.
+struct CompanionStore {
+    resource: ApiResource,
+    store: Store<DynamicObject>,
+    by_source: Index<DynamicObject>,
 }
 
 struct Engine<S: Source> {
@@ -291,10 +355,13 @@ struct Engine<S: Source> {
     leader: LeaderContext,
     metrics: SourceMetrics,
     natives: Store<S::Native>,
+    /// Every ClusterProfile of the hub: ours whole, others reduced to what proves they exist.
     profiles: Store<ClusterProfile>,
+    /// Our profiles by source object; once ready, absence from it (and the store) is proof.
+    profiles_by_source: Index<ClusterProfile>,
     /// ClusterProfiles through the version chosen at start.
     profile_api: ProfileApi,
-    companions: Vec<(ApiResource, Store<DynamicObject>)>,
+    companions: Vec<CompanionStore>,
     resync: Duration,
     /// Consecutive failures per source object (failed writes or reconcile errors).
     retries: Retries,
@@ -348,12 +415,21 @@ pub async fn run_source<S: Source>(
         .touched_objects();
 
     let ours = watcher::Config::default().labels(&format!("{LABEL_SOURCE}={name}"));
+    // Every profile, not only ours: a profile absent from a synced cache is then known to be
+    // absent on the hub, so a new cluster's profile is applied without a GET first.
     let (profiles, profile_writer) = reflector::store();
+    let profiles_by_source =
+        Index::new((), move |p: &ClusterProfile| source_keys(&p.metadata, name));
+    let index = profiles_by_source.clone();
+    let manager = leader.applier.field_manager().to_string();
+    let profile_manager = manager.clone();
     let profile_stream = profile_api
-        .watch(ours.clone())
+        .watch(watcher::Config::default())
         .default_backoff()
+        .modify(move |profile: &mut ClusterProfile| trim_profile(profile, name, &profile_manager))
         .reflect(profile_writer)
         .inspect(move |event| {
+            index.observe(event);
             // A profile really gone (finalizers done) may release its source's companions.
             if let Ok(watcher::Event::Delete(profile)) = event
                 && let Some(key) = source_object_of(&profile.metadata)
@@ -378,9 +454,16 @@ pub async fn run_source<S: Source>(
         let api: Api<DynamicObject> = Api::all_with(client.clone(), &resource);
         let writer = reflector::store::Writer::new(resource.clone());
         let store = writer.as_reader();
+        let by_source = Index::new(resource.clone(), move |o: &DynamicObject| {
+            source_keys(&o.metadata, name)
+        });
+        let index = by_source.clone();
+        let companion_manager = manager.clone();
         let stream = watcher(api, ours.clone())
             .default_backoff()
+            .modify(move |object: &mut DynamicObject| trim_companion(object, &companion_manager))
             .reflect(writer)
+            .inspect(move |event| index.observe(event))
             .touched_objects();
         controller = controller.watches_stream_with(
             stream,
@@ -389,7 +472,11 @@ pub async fn run_source<S: Source>(
             },
             resource.clone(),
         );
-        companions.push((resource, store));
+        companions.push(CompanionStore {
+            resource,
+            store,
+            by_source,
+        });
     }
     let controller = source.watches(controller);
 
@@ -399,6 +486,7 @@ pub async fn run_source<S: Source>(
         metrics,
         natives,
         profiles,
+        profiles_by_source,
         profile_api,
         companions,
         resync: Duration::from_secs(settings.args.resync_seconds),
@@ -435,8 +523,8 @@ pub async fn run_source<S: Source>(
         {
             return;
         }
-        for (_, store) in &engine.companions {
-            if store.wait_until_ready().await.is_err() {
+        for companion in &engine.companions {
+            if companion.store.wait_until_ready().await.is_err() {
                 return;
             }
         }
@@ -493,19 +581,17 @@ fn error_policy<S: Source>(native: Arc<S::Native>, err: &Error, engine: Arc<Engi
 
 impl<S: Source> Engine<S> {
     fn our_profiles_of(&self, key: &str) -> Vec<Arc<ClusterProfile>> {
-        self.profiles
-            .state()
-            .into_iter()
-            .filter(|p| source_object_of(&p.metadata) == Some(key) && self.is_ours(&p.metadata))
-            .collect()
+        self.profiles_by_source.get(key, &self.profiles)
     }
 
     fn is_ours(&self, meta: &ObjectMeta) -> bool {
-        meta.labels
-            .as_ref()
-            .and_then(|l| l.get(LABEL_SOURCE))
-            .map(String::as_str)
-            == Some(self.source.name())
+        is_ours(meta, self.source.name())
+    }
+
+    fn publish_profile_count(&self) {
+        self.metrics
+            .profiles
+            .set(i64::try_from(self.profiles_by_source.len()).unwrap_or(i64::MAX));
     }
 
     /// Converge one native object; returns when to look again.
@@ -580,26 +666,20 @@ impl<S: Source> Engine<S> {
         // those are really gone: the sinks' finalizers still need them to revoke.
         let hold_companions =
             projection.profiles.is_empty() && !self.our_profiles_of(key).is_empty();
-        for (resource, store) in &self.companions {
-            for object in store.state() {
+        for companion in self.companions.iter().filter(|_| !hold_companions) {
+            for object in companion.by_source.get(key, &companion.store) {
                 let id = (
-                    resource.kind.clone(),
+                    companion.resource.kind.clone(),
                     object.namespace().unwrap_or_default(),
                     object.name_any(),
                 );
-                if !hold_companions
-                    && source_object_of(&object.metadata) == Some(key)
-                    && self.is_ours(&object.metadata)
-                    && !wanted_companions.contains(&id)
-                {
-                    self.delete_companion(resource, &object).await?;
+                if !wanted_companions.contains(&id) {
+                    self.delete_companion(&companion.resource, &object).await?;
                 }
             }
         }
         self.report(native, key, problems).await;
-        self.metrics
-            .profiles
-            .set(i64::try_from(self.profiles.state().len()).unwrap_or(i64::MAX));
+        self.publish_profile_count();
         if retry_writes {
             // Per object, exponential with jitter: a failure that persists costs less and less.
             let retry = self.retries.failed(key);
@@ -616,28 +696,34 @@ impl<S: Source> Engine<S> {
     async fn ensure_profile(&self, desired: &DesiredProfile, key: &str) -> Result<(), Problem> {
         let api = &self.profile_api;
         let reference = ObjectRef::<ClusterProfile>::new(&desired.name).within(&desired.namespace);
-        let current = self.profiles.get(&reference);
-        if current.is_none() {
-            // Not in our cache: it may exist and belong to someone else.
-            match api.get_opt(&desired.namespace, &desired.name).await {
-                Ok(Some(other)) if !self.is_ours(&other.metadata) => {
-                    let manager = other
-                        .labels()
-                        .get(LABEL_CLUSTER_MANAGER)
-                        .cloned()
-                        .unwrap_or_else(|| "an unknown manager".to_string());
-                    return Err(Problem::new(
-                        Category::Conflict,
-                        format!(
-                            "ClusterProfile {}/{} already exists and belongs to {manager}; it is left untouched and this cluster is skipped",
-                            desired.namespace, desired.name
-                        ),
-                    ));
-                }
-                Ok(_) => {}
+        let foreign = |other: &ClusterProfile| {
+            let manager = other
+                .labels()
+                .get(LABEL_CLUSTER_MANAGER)
+                .cloned()
+                .unwrap_or_else(|| "an unknown manager".to_string());
+            Problem::new(
+                Category::Conflict,
+                format!(
+                    "ClusterProfile {}/{} already exists and belongs to {manager}; it is left untouched and this cluster is skipped",
+                    desired.namespace, desired.name
+                ),
+            )
+        };
+        let current = match self.profiles.get(&reference) {
+            Some(other) if !self.is_ours(&other.metadata) => return Err(foreign(&other)),
+            Some(ours) => Some(ours),
+            // The cache holds every profile of the hub once synced: absent there is absent
+            // (a same-named profile created since is refused by the apply's field conflicts or
+            // found on the next pass).
+            None if self.profiles_by_source.is_ready() => None,
+            // Not synced yet: it may exist and belong to someone else.
+            None => match api.get_opt(&desired.namespace, &desired.name).await {
+                Ok(Some(other)) if !self.is_ours(&other.metadata) => return Err(foreign(&other)),
+                Ok(_) => None,
                 Err(err) => return Err(kube_problem("reading ClusterProfile", &err)),
-            }
-        }
+            },
+        };
         let current = current.as_deref();
         if let Some(current) = current
             && current.spec.cluster_manager.name != self.source.cluster_manager()
@@ -708,7 +794,9 @@ impl<S: Source> Engine<S> {
 
     async fn ensure_companion(&self, companion: &Companion, key: &str) -> Result<(), Problem> {
         let resource = &companion.resource;
-        let Some((_, store)) = self.companions.iter().find(|(r, _)| r == resource) else {
+        let Some(CompanionStore { store, .. }) =
+            self.companions.iter().find(|c| &c.resource == resource)
+        else {
             return Err(Problem::new(
                 Category::Config,
                 format!(
@@ -833,13 +921,10 @@ impl<S: Source> Engine<S> {
             // Companions go when the last profile is gone (its delete event sweeps again).
             return;
         }
-        for (resource, store) in &self.companions {
-            for object in store.state() {
-                if source_object_of(&object.metadata) == Some(key)
-                    && self.is_ours(&object.metadata)
-                    && let Err(err) = self.delete_companion(resource, &object).await
-                {
-                    warn!(kind = %resource.kind, category = %err.category(), error = %err, "cannot delete orphaned companion; will retry on the next sweep");
+        for companion in &self.companions {
+            for object in companion.by_source.get(key, &companion.store) {
+                if let Err(err) = self.delete_companion(&companion.resource, &object).await {
+                    warn!(kind = %companion.resource.kind, category = %err.category(), error = %err, "cannot delete orphaned companion; will retry on the next sweep");
                 }
             }
         }
@@ -858,9 +943,10 @@ impl<S: Source> Engine<S> {
             .filter(|p| self.is_ours(&p.metadata))
             .filter_map(|p| source_object_of(&p.metadata).map(str::to_string))
             .collect();
-        for (_, store) in &self.companions {
+        for companion in &self.companions {
             keys.extend(
-                store
+                companion
+                    .store
                     .state()
                     .iter()
                     .filter(|o| self.is_ours(&o.metadata))
@@ -876,9 +962,7 @@ impl<S: Source> Engine<S> {
         for key in keys {
             self.sweep_key(&key).await;
         }
-        self.metrics
-            .profiles
-            .set(i64::try_from(self.profiles.state().len()).unwrap_or(i64::MAX));
+        self.publish_profile_count();
     }
 
     /// Publish problems that are new for this object as Events, log lines and counts: a problem
