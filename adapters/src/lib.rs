@@ -5,6 +5,7 @@ pub mod apply;
 pub mod cache;
 pub mod crd;
 pub mod error;
+pub mod index;
 pub mod kubeconfig_secret;
 pub mod member_reads;
 pub mod names;

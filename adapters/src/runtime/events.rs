@@ -2,20 +2,21 @@
 //! per-object problem is visible where a user looks (`kubectl describe`), in logs and in alerts.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
-use tokio::sync::Mutex;
 use tracing::{info, warn};
 
 /// Events are capped by the API (1 kB note); longer notes are cut on a character boundary.
 const MAX_NOTE_BYTES: usize = 1024;
 /// How long a published Event is remembered for aggregation (as kube-runtime's recorder).
 const SERIES_TTL: SignedDuration = SignedDuration::from_mins(6);
+/// How often expired entries are dropped (not on every Event: that would cost the whole map).
+const PRUNE_EVERY: SignedDuration = SignedDuration::from_secs(60);
 
 /// What makes two reports "the same Event". Unlike kube-runtime's `Recorder`, the note is part of
 /// it: two different problems of one category on one object must both be visible, and a changed
@@ -45,7 +46,14 @@ pub struct EventRecorder {
     client: kube::Client,
     controller: String,
     instance: String,
-    published: Arc<Mutex<HashMap<Key, Published>>>,
+    /// Never held across a request: one slow Event must not stall every other report.
+    published: Arc<Mutex<Memory>>,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    published: HashMap<Key, Published>,
+    pruned: Option<Timestamp>,
 }
 
 impl EventRecorder {
@@ -112,14 +120,13 @@ impl EventRecorder {
             action: action.to_string(),
             note: note.clone(),
         };
-        let mut published = self.published.lock().await;
-        published.retain(|_, p| p.last + SERIES_TTL > now);
+        let previous = self.remembered(&key, now);
         // Cluster-scoped objects get their Events in `default`, as kubectl looks for them.
         let namespace = object
             .namespace
             .clone()
             .unwrap_or_else(|| "default".to_string());
-        if let Some(previous) = published.get_mut(&key) {
+        if let Some(previous) = previous {
             let count = previous.count.saturating_add(1);
             let patch = serde_json::json!({"series": EventSeries {
                 count,
@@ -132,8 +139,14 @@ impl EventRecorder {
                     &Patch::Merge(&patch),
                 )
                 .await?;
-            previous.count = count;
-            previous.last = now;
+            self.remember(
+                key,
+                Published {
+                    count,
+                    last: now,
+                    ..previous
+                },
+            );
             return Ok(());
         }
         let name = event_name(
@@ -159,7 +172,7 @@ impl EventRecorder {
         Api::<Event>::namespaced(self.client.clone(), &namespace)
             .create(&PostParams::default(), &event)
             .await?;
-        published.insert(
+        self.remember(
             key,
             Published {
                 namespace,
@@ -169,6 +182,26 @@ impl EventRecorder {
             },
         );
         Ok(())
+    }
+
+    /// The live Event last published for `key`, dropping expired ones now and then.
+    fn remembered(&self, key: &Key, now: Timestamp) -> Option<Published> {
+        let mut memory = self.published.lock().ok()?;
+        if memory.pruned.is_none_or(|at| at + PRUNE_EVERY <= now) {
+            memory.published.retain(|_, p| p.last + SERIES_TTL > now);
+            memory.pruned = Some(now);
+        }
+        memory
+            .published
+            .get(key)
+            .filter(|p| p.last + SERIES_TTL > now)
+            .cloned()
+    }
+
+    fn remember(&self, key: Key, published: Published) {
+        if let Ok(mut memory) = self.published.lock() {
+            memory.published.insert(key, published);
+        }
     }
 }
 

@@ -20,6 +20,7 @@ mod rotate;
 mod sweep;
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,18 +31,19 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use kube::runtime::controller::{self, Action, Controller};
 use kube::runtime::reflector::{ObjectRef, Store};
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
 use super::record::Record;
 use super::schedule::backoff;
 use super::{
-    ANNOTATION_PROFILE, LABEL_INSTANCE, LABEL_PROFILE_UID, MintedCredential, Sink, SinkMetrics,
-    SinkOptions,
+    ANNOTATION_PROFILE, LABEL_INSTANCE, LABEL_PROFILE_UID, MintedCredential, Sink, SinkConfig,
+    SinkMetrics, SinkOptions,
 };
 use crate::access::Resolver;
 use crate::error::{Error, Result};
+use crate::index::Index;
 use crate::kubeconfig::{self, Endpoint};
 use crate::profile::{ClusterProfile, GROUP};
 use crate::runtime::{EventRecorder, LeaderContext, Metrics, sleep_or_stop};
@@ -176,14 +178,27 @@ struct Engine<S: Sink> {
     profiles: ApiResource,
     finalizer: String,
     states: Mutex<HashMap<Key, ProfileState>>,
-    stores: Mutex<Vec<Store<DynamicObject>>>,
+    /// Bumped on every access to `states`, so gauges are recomputed only after a change.
+    states_generation: AtomicU64,
+    scopes: Mutex<Vec<Scope>>,
     /// Orphaned hub objects whose member identity could not be revoked yet: when first seen.
     orphans_seen: Mutex<HashMap<String, Instant>>,
 }
 
 struct Ctx<S: Sink> {
     engine: Arc<Engine<S>>,
+    scope: Scope,
+}
+
+/// One watch scope (an inventory, or every namespace): its profiles and their indexes, so the
+/// duplicate and claim checks look up the few profiles concerned instead of scanning the fleet.
+#[derive(Clone)]
+struct Scope {
     store: Store<DynamicObject>,
+    /// Live, trusted profiles by `<namespace>/<member id>`: the candidates of duplicate contests.
+    members: Index<DynamicObject>,
+    /// Live profiles by the consumer names they claim ([`Sink::claims`]).
+    claims: Index<DynamicObject>,
 }
 
 /// The ClusterProfile version to read: v1alpha1 where served (every release serves it and it is
@@ -260,7 +275,8 @@ pub async fn run<S: Sink>(
         profiles,
         options,
         states: Mutex::default(),
-        stores: Mutex::default(),
+        states_generation: AtomicU64::new(0),
+        scopes: Mutex::default(),
         orphans_seen: Mutex::default(),
     });
     if engine.options.release_finalizers {
@@ -272,17 +288,17 @@ pub async fn run<S: Sink>(
     }
 
     let mut controllers = Vec::new();
-    let mut stores = Vec::new();
+    let mut scopes = Vec::new();
     for scope in engine.scopes() {
-        let (store, future) = engine.controller(scope, context.stop.clone());
-        stores.push(store);
+        let (scope, future) = engine.controller(scope, context.stop.clone());
+        scopes.push(scope);
         controllers.push(future);
     }
-    if let Ok(mut all) = engine.stores.lock() {
-        *all = stores.clone();
+    let ready_stores: Vec<Store<DynamicObject>> = scopes.iter().map(|s| s.store.clone()).collect();
+    if let Ok(mut all) = engine.scopes.lock() {
+        *all = scopes;
     }
     let readiness = context.readiness.clone();
-    let ready_stores = stores.clone();
     tokio::spawn(async move {
         // The controller waits on the same stores, and a store wakes only its latest waiter: poll
         // with a timeout instead of waiting once (a ready store answers at once, forever).
@@ -329,10 +345,7 @@ impl<S: Sink> Engine<S> {
         self: &Arc<Self>,
         scope: Option<String>,
         stop: tokio_util::sync::CancellationToken,
-    ) -> (
-        Store<DynamicObject>,
-        futures::future::BoxFuture<'static, ()>,
-    ) {
+    ) -> (Scope, futures::future::BoxFuture<'static, ()>) {
         let resource = self.profiles.clone();
         let api: Api<DynamicObject> = match &scope {
             Some(ns) => Api::namespaced_with(self.hub.clone(), ns, &resource),
@@ -352,7 +365,34 @@ impl<S: Sink> Engine<S> {
         let secret_config = watcher::Config::default().labels(&self.instance_selector());
         let mapper_resource = resource.clone();
         let mapper_scope = scope.clone();
-        let controller = Controller::new_with(api, config, resource)
+        let writer = reflector::store::Writer::new(resource.clone());
+        let store = writer.as_reader();
+        let providers = self.options.providers.clone();
+        let members = Index::new(resource.clone(), move |o: &DynamicObject| {
+            member_keys(o, &providers)
+        });
+        let sink = self.sink.clone();
+        let target = self.options.target_namespace.clone();
+        let claims = Index::new(resource.clone(), move |o: &DynamicObject| {
+            if o.metadata.deletion_timestamp.is_some() {
+                return Vec::new();
+            }
+            let namespace = target
+                .clone()
+                .unwrap_or_else(|| o.namespace().unwrap_or_default());
+            sink.claims(&o.metadata, &SinkConfig { namespace })
+        });
+        let (member_index, claim_index) = (members.clone(), claims.clone());
+        let profiles = watcher(api, config)
+            // Nothing here reads managedFields (the finalizer apply sends its own patch).
+            .modify(|o: &mut DynamicObject| o.metadata.managed_fields = None)
+            .reflect(writer)
+            .inspect(move |event| {
+                member_index.observe(event);
+                claim_index.observe(event);
+            })
+            .applied_objects();
+        let controller = Controller::for_stream_with(profiles, store.clone(), resource)
             .watches(secrets, secret_config, move |secret: Secret| {
                 let profile = secret
                     .annotations()
@@ -371,10 +411,14 @@ impl<S: Sink> Engine<S> {
                     .debounce(Duration::from_millis(300)),
             )
             .graceful_shutdown_on(async move { stop.cancelled().await });
-        let store = controller.store();
+        let scope = Scope {
+            store,
+            members,
+            claims,
+        };
         let ctx = Arc::new(Ctx {
             engine: self.clone(),
-            store: store.clone(),
+            scope: scope.clone(),
         });
         let metrics = self.metrics.clone();
         let future = controller
@@ -386,7 +430,7 @@ impl<S: Sink> Engine<S> {
                 futures::future::ready(())
             })
             .boxed();
-        (store, future)
+        (scope, future)
     }
 
     /// The namespace a profile's hub objects go to by default (the sink's target, else the
@@ -416,6 +460,7 @@ impl<S: Sink> Engine<S> {
     }
 
     fn with_state<T>(&self, key: &Key, f: impl FnOnce(&mut ProfileState) -> T) -> Option<T> {
+        self.states_generation.fetch_add(1, Ordering::Relaxed);
         self.states
             .lock()
             .ok()
@@ -423,6 +468,7 @@ impl<S: Sink> Engine<S> {
     }
 
     fn forget(&self, key: &Key) {
+        self.states_generation.fetch_add(1, Ordering::Relaxed);
         if let Ok(mut states) = self.states.lock() {
             states.remove(key);
         }
@@ -538,7 +584,7 @@ async fn reconcile<S: Sink>(
     let result = if deleting {
         engine.cleanup(&object).await
     } else {
-        engine.register(&object, &ctx.store).await
+        engine.register(&object, &ctx.scope).await
     };
     let seconds = started.elapsed().as_secs_f64();
     match result {
@@ -587,6 +633,32 @@ fn core_category(category: &str) -> crate::error::Category {
 fn error_policy<S: Sink>(_: Arc<DynamicObject>, _: &Failure, _: Arc<Ctx<S>>) -> Action {
     // reconcile reports and schedules its own retries; this is only a safety net.
     Action::requeue(Duration::from_secs(30))
+}
+
+/// The member-index key of a live profile the providers trust and that names a member id:
+/// only such profiles take part in duplicate decisions (an untrusted one cannot suppress a
+/// trusted one).
+fn member_keys(object: &DynamicObject, providers: &crate::access::ProviderFile) -> Vec<String> {
+    use crate::profile::LABEL_INVENTORY_MEMBER_ID;
+    let Some(id) = object
+        .labels()
+        .get(LABEL_INVENTORY_MEMBER_ID)
+        .filter(|id| !id.is_empty())
+    else {
+        return Vec::new();
+    };
+    if object.metadata.deletion_timestamp.is_some()
+        || !parse_profile(object)
+            .ok()
+            .is_some_and(|p| crate::access::choose(providers, &p).is_ok())
+    {
+        return Vec::new();
+    }
+    vec![member_key(&object.namespace().unwrap_or_default(), id)]
+}
+
+fn member_key(namespace: &str, id: &str) -> String {
+    format!("{namespace}/{id}")
 }
 
 fn key_of(object: &DynamicObject) -> Key {

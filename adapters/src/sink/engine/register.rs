@@ -5,14 +5,14 @@ use std::time::Duration;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use tracing::info;
 
 use super::rotate::Fresh;
 use super::{
-    Engine, Failure, Key, Phase, Registration, object_ref, parse_profile, static_category,
+    Engine, Failure, Key, Phase, Registration, Scope, member_key, object_ref, parse_profile,
+    static_category,
 };
 use crate::access;
 use crate::profile::LABEL_INVENTORY_MEMBER_ID;
@@ -27,7 +27,7 @@ impl<S: Sink> Engine<S> {
     pub(super) async fn register(
         &self,
         object: &DynamicObject,
-        store: &Store<DynamicObject>,
+        scope: &Scope,
     ) -> Result<Action, Failure> {
         let key = super::key_of(object);
         let uid = object.uid().unwrap_or_default();
@@ -44,7 +44,7 @@ impl<S: Sink> Engine<S> {
             }
         };
 
-        match duplicates::verdict(&candidate(object), &self.trusted_peers(object, store)) {
+        match duplicates::verdict(&candidate(object), &trusted_peers(object, scope)) {
             Verdict::Register => {}
             verdict => return self.suppress(object, &key, &uid, verdict).await,
         }
@@ -130,30 +130,36 @@ impl<S: Sink> Engine<S> {
     }
 
     /// A consumer name this profile claims (see [`Sink::claims`]) that an older registrable
-    /// profile of any served inventory claims too.
+    /// profile of any served inventory claims too. Only the profiles claiming the same names are
+    /// looked at (the claims index), and only they pay for the trust and duplicate checks.
     fn claim_conflict(&self, object: &DynamicObject, config: &SinkConfig) -> Option<Failure> {
         let mine = self.sink.claims(&object.metadata, config);
         if mine.is_empty() {
             return None;
         }
-        let stores = self.stores.lock().map(|s| s.clone()).unwrap_or_default();
-        let all: Vec<std::sync::Arc<DynamicObject>> = stores
-            .iter()
-            .flat_map(|s| s.state())
-            .filter(|o| o.metadata.deletion_timestamp.is_none())
-            .collect();
-        let candidates: Vec<Candidate> = all.iter().map(|o| candidate(o)).collect();
-        let others = all.iter().filter_map(|o| {
+        let scopes = self.scopes.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut rivals: Vec<std::sync::Arc<DynamicObject>> = Vec::new();
+        for claim in &mine {
+            for scope in &scopes {
+                rivals.extend(scope.claims.get(claim, &scope.store));
+            }
+        }
+        let me = super::key_of(object);
+        rivals.retain(|o| super::key_of(o) != me);
+        rivals.sort_by_key(|o| super::key_of(o));
+        rivals.dedup_by_key(|o| super::key_of(o));
+        let others = rivals.iter().filter_map(|o| {
             let other_config = SinkConfig {
                 namespace: self.hub_namespace(&o.namespace().unwrap_or_default()),
             };
             let theirs = self.sink.claims(&o.metadata, &other_config);
-            // Only the few that claim the same name pay for the trust and duplicate checks.
-            let registrable = theirs.iter().any(|c| mine.contains(c))
-                && parse_profile(o)
-                    .ok()
-                    .is_some_and(|p| access::choose(&self.options.providers, &p).is_ok())
-                && duplicates::verdict(&candidate(o), &candidates) == Verdict::Register;
+            let registrable = parse_profile(o)
+                .ok()
+                .is_some_and(|p| access::choose(&self.options.providers, &p).is_ok())
+                && scopes.iter().all(|scope| {
+                    duplicates::verdict(&candidate(o), &trusted_peers(o, scope))
+                        == Verdict::Register
+                });
             registrable.then(|| (candidate(o), theirs))
         });
         let (winner, claim) = crate::sink::claims::conflict(&candidate(object), &mine, others)?;
@@ -164,37 +170,6 @@ impl<S: Sink> Engine<S> {
                 winner.namespace, winner.name
             ),
         ))
-    }
-
-    /// Other trusted, live profiles of the same inventory sharing this profile's member id: the
-    /// only ones that may win a duplicate contest against it.
-    fn trusted_peers(
-        &self,
-        object: &DynamicObject,
-        store: &Store<DynamicObject>,
-    ) -> Vec<Candidate> {
-        let Some(id) = object
-            .labels()
-            .get(LABEL_INVENTORY_MEMBER_ID)
-            .filter(|id| !id.is_empty())
-        else {
-            return Vec::new();
-        };
-        let namespace = object.namespace();
-        store
-            .state()
-            .iter()
-            .filter(|o| o.metadata.deletion_timestamp.is_none())
-            .filter(|o| {
-                o.namespace() == namespace && o.labels().get(LABEL_INVENTORY_MEMBER_ID) == Some(id)
-            })
-            .filter(|o| {
-                parse_profile(o)
-                    .ok()
-                    .is_some_and(|p| access::choose(&self.options.providers, &p).is_ok())
-            })
-            .map(|o| candidate(o))
-            .collect()
     }
 
     /// Add our finalizer (server-side apply of just that list entry) if it is missing.
@@ -416,6 +391,25 @@ pub(super) fn dedup(records: Vec<crate::sink::record::Record>) -> Vec<crate::sin
     unique
 }
 
+/// Live trusted profiles of the same inventory sharing `object`'s member id (the member index
+/// holds only those): the only ones that may win a duplicate contest against it.
+fn trusted_peers(object: &DynamicObject, scope: &Scope) -> Vec<Candidate> {
+    let Some(id) = object
+        .labels()
+        .get(LABEL_INVENTORY_MEMBER_ID)
+        .filter(|id| !id.is_empty())
+    else {
+        return Vec::new();
+    };
+    let key = member_key(&object.namespace().unwrap_or_default(), id);
+    scope
+        .members
+        .get(&key, &scope.store)
+        .iter()
+        .map(|o| candidate(o))
+        .collect()
+}
+
 fn candidate(object: &DynamicObject) -> Candidate {
     Candidate {
         namespace: object.namespace().unwrap_or_default(),
@@ -426,22 +420,40 @@ fn candidate(object: &DynamicObject) -> Candidate {
 }
 
 impl<S: Sink> Engine<S> {
+    /// Member-id groups among live trusted profiles, from the member index: only groups of
+    /// several profiles are read from the store (to tell a clear oldest from a tie).
     pub(super) fn duplicate_groups(&self) -> duplicates::GroupCounts {
-        let stores = self.stores.lock().map(|s| s.clone()).unwrap_or_default();
-        let candidates: Vec<Candidate> = stores
-            .iter()
-            .flat_map(|s| s.state())
-            .filter(|o| o.metadata.deletion_timestamp.is_none())
-            .filter(|o| {
-                // Only trusted profiles take part in duplicate decisions, so only they count.
-                !o.labels().contains_key(LABEL_INVENTORY_MEMBER_ID)
-                    || parse_profile(o)
-                        .ok()
-                        .is_some_and(|p| access::choose(&self.options.providers, &p).is_ok())
-            })
-            .map(|o| candidate(&o))
-            .collect();
-        duplicates::count_groups(&candidates)
+        let scopes = self.scopes.lock().map(|s| s.clone()).unwrap_or_default();
+        let mut counts = duplicates::GroupCounts::default();
+        for scope in &scopes {
+            for (key, size) in scope.members.key_sizes() {
+                if size <= 1 {
+                    counts.unique += i64::from(size == 1);
+                    continue;
+                }
+                let group: Vec<Candidate> = scope
+                    .members
+                    .get(&key, &scope.store)
+                    .iter()
+                    .map(|o| candidate(o))
+                    .collect();
+                let found = duplicates::count_groups(&group);
+                counts.unique += found.unique;
+                counts.duplicate += found.duplicate;
+                counts.ambiguous += found.ambiguous;
+            }
+        }
+        counts
+    }
+
+    /// A number that changes whenever anything the gauges are computed from does.
+    pub(super) fn gauge_generation(&self) -> u64 {
+        let scopes = self.scopes.lock().map(|s| s.clone()).unwrap_or_default();
+        scopes.iter().fold(
+            self.states_generation
+                .load(std::sync::atomic::Ordering::Relaxed),
+            |sum, scope| sum.wrapping_add(scope.members.generation()),
+        )
     }
 
     pub(super) fn object_reference(

@@ -212,10 +212,13 @@ impl<S: Sink> Engine<S> {
         Ok(())
     }
 
-    fn publish_gauges(&self) {
+    /// Recompute the state and group gauges; returns the earliest published expiry (for the
+    /// expiry gauge) and the next instant a state flips by time alone (a token expiring).
+    fn publish_gauges(&self) -> (Option<Timestamp>, Option<Timestamp>) {
         let now = Timestamp::now();
         let mut counts: HashMap<&'static str, i64> = HashMap::new();
-        let mut earliest: Option<f64> = None;
+        let mut earliest: Option<Timestamp> = None;
+        let mut next_flip: Option<Timestamp> = None;
         if let Ok(states) = self.states.lock() {
             for state in states.values() {
                 let valid = state
@@ -235,24 +238,21 @@ impl<S: Sink> Engine<S> {
                 if let Some(label) = label {
                     *counts.entry(label).or_default() += 1;
                 }
-                if state.phase != Phase::Suppressed
-                    && let Some(registration) = valid
-                {
-                    let seconds = registration
-                        .credential
-                        .expires_at
-                        .duration_since(now)
-                        .as_secs_f64();
-                    earliest = Some(earliest.map_or(seconds, |e: f64| e.min(seconds)));
+                if let Some(registration) = valid {
+                    let expires = registration.credential.expires_at;
+                    next_flip = Some(next_flip.map_or(expires, |t| t.min(expires)));
+                    if state.phase != Phase::Suppressed {
+                        earliest = Some(earliest.map_or(expires, |t| t.min(expires)));
+                    }
                 }
             }
         }
         let counts: Vec<(&'static str, i64)> = counts.into_iter().collect();
         self.sink_metrics.set_states(&counts);
-        self.sink_metrics.set_earliest_expiry(earliest);
         let groups = self.duplicate_groups();
         self.sink_metrics
             .set_groups(groups.unique, groups.duplicate, groups.ambiguous);
+        (earliest, next_flip)
     }
 
     pub(super) async fn periodic(
@@ -260,8 +260,20 @@ impl<S: Sink> Engine<S> {
         stop: tokio_util::sync::CancellationToken,
     ) {
         let mut last_sweep = Instant::now();
+        // Gauges are recomputed only when something they count changed or a token expired:
+        // a quiet fleet costs nothing here, whatever its size.
+        let mut computed: Option<u64> = None;
+        let (mut earliest, mut next_flip) = (None, None);
         loop {
-            self.publish_gauges();
+            let now = Timestamp::now();
+            let generation = self.gauge_generation();
+            if computed != Some(generation) || next_flip.is_some_and(|t: Timestamp| t <= now) {
+                computed = Some(generation);
+                (earliest, next_flip) = self.publish_gauges();
+            }
+            self.sink_metrics.set_earliest_expiry(
+                earliest.map(|t: Timestamp| t.duration_since(now).as_secs_f64()),
+            );
             if last_sweep.elapsed() >= self.options.resync {
                 last_sweep = Instant::now();
                 if let Err(err) = self.sweep().await {

@@ -1,0 +1,387 @@
+//! The source engine: generic over a cluster manager's native kind (OCM `ManagedCluster`, CAPI
+//! `Cluster`, ...). An adapter supplies a pure `project` function (native object + observations →
+//! desired profiles) and, where it needs them, an `observe` step and extra watches; the engine does
+//! the rest:
+//!
+//! - refuses at start a cluster manager name that ClusterProfile `v1alpha2` would reject, whatever
+//!   version the hub serves;
+//! - picks by discovery at start the ClusterProfile version to speak: `v1alpha2` where served,
+//!   else `v1alpha1` (see [`crate::profile_api`]);
+//! - watches the native kind (label selector, namespace) and our own profiles;
+//! - server-side-applies metadata/spec and then status of each desired profile, skipping writes
+//!   when nothing changed;
+//! - never adopts, overwrites or deletes a profile it did not create (marked by the label
+//!   [`LABEL_SOURCE`]): a same-named profile of someone else is reported and skipped;
+//! - deletes our profiles whose source object is gone, deselected or no longer projects them (on
+//!   the delete event, and by a sweep at start and on every resync), with no finalizers on the
+//!   native objects;
+//! - keeps "companion" hub objects (e.g. OCM ManagedServiceAccount/ManifestWork) alive and
+//!   garbage-collected the same way;
+//! - reports per-object problems as Events (only when the set of problems changes, so a steady
+//!   fleet stays quiet), log lines and metrics with a bounded category.
+//!
+//! The lifecycle, one file each: [`run`] (watches, caches and indexes, the controller and the
+//! sweeper), [`converge`] (projection and apply of one source object's profiles and companions,
+//! problems as Events) and [`cleanup`] (deletion of what a gone or deselected object left).
+
+mod cleanup;
+mod converge;
+mod run;
+
+pub use run::run_source;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Api, DynamicObject, ObjectMeta};
+use kube::core::ApiResource;
+use kube::runtime::controller::Controller;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::{Client, Resource, ResourceExt};
+use prometheus_client::metrics::gauge::Gauge;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::Category;
+use crate::index::Index;
+use crate::profile::{ClusterProfile, ClusterProfileStatus, LABEL_CLUSTER_MANAGER, v1alpha2};
+use crate::profile_api::{ProfileApi, ProfileVersion};
+use crate::retry::Retries;
+use crate::runtime::{LeaderContext, Metrics};
+
+/// Label on every object a source adapter creates: the adapter's name. Only objects carrying it
+/// are ever updated or deleted by that adapter.
+pub const LABEL_SOURCE: &str = "inventory-bridge.io/source";
+/// Annotation naming the native object a profile or companion was projected from
+/// (`<namespace>/<name>`, or `<name>` for cluster-scoped kinds).
+pub const ANNOTATION_SOURCE_OBJECT: &str = "inventory-bridge.io/source-object";
+
+/// Longest wait before retrying an object whose writes failed or whose reconcile erred: retries
+/// back off per object (2 s, 4 s, ... with jitter, see [`crate::retry`]) up to this, so a
+/// fleet-wide 403 or a missing CRD costs less and less instead of a constant load.
+const MAX_RETRY: Duration = Duration::from_secs(300);
+
+/// Flags every source adapter shares.
+#[derive(Clone, Debug, clap::Args)]
+pub struct SourceArgs {
+    /// Label selector choosing which native cluster objects to project (default: all).
+    #[arg(long, env = "IB_CLUSTER_SELECTOR")]
+    pub cluster_selector: Option<String>,
+    /// Seconds between full resyncs (re-projection of every object and a sweep of orphans).
+    #[arg(long, env = "IB_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..))]
+    pub resync_seconds: u64,
+    /// Objects reconciled in parallel.
+    #[arg(long, env = "IB_CONCURRENCY", default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub concurrency: u16,
+}
+
+/// One profile a projection wants to exist.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct DesiredProfile {
+    /// Inventory namespace.
+    pub namespace: String,
+    /// Profile name (unique within the inventory).
+    pub name: String,
+    /// `spec.displayName`.
+    pub display_name: Option<String>,
+    /// Labels from the projection; the engine adds [`LABEL_CLUSTER_MANAGER`] and [`LABEL_SOURCE`].
+    pub labels: BTreeMap<String, String>,
+    /// The whole status we publish.
+    pub status: ClusterProfileStatus,
+}
+
+/// A hub object kept alongside a source object (created, updated and garbage-collected with it).
+#[derive(Clone, Debug)]
+pub struct Companion {
+    /// Its kind; must be one of the source's [`Source::companion_kinds`].
+    pub resource: ApiResource,
+    /// The object (name and namespace set; `apiVersion`/`kind` are filled in by the engine).
+    pub object: DynamicObject,
+}
+
+/// A problem with one native object, reported as an Event on it, a log line and a metric.
+/// The message must never contain a secret.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Problem {
+    /// Bounded category (metric label, Event reason).
+    pub category: Category,
+    /// What is wrong and what was done about it.
+    pub message: String,
+}
+
+impl Problem {
+    /// A problem with the source object's content.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self {
+            category: Category::InvalidInput,
+            message: message.into(),
+        }
+    }
+
+    /// A problem of the given category.
+    pub fn new(category: Category, message: impl Into<String>) -> Self {
+        Self {
+            category,
+            message: message.into(),
+        }
+    }
+}
+
+/// What `project` returns for one native object.
+#[derive(Clone, Debug, Default)]
+pub struct Projection {
+    /// Profiles that must exist for it (empty: it is not selected, all its profiles go).
+    pub profiles: Vec<DesiredProfile>,
+    /// Companion hub objects that must exist for it.
+    pub companions: Vec<Companion>,
+    /// Non-fatal problems (skipped labels or properties, fallbacks taken).
+    pub problems: Vec<Problem>,
+    /// Re-project after this long even without a change (e.g. to retry a member read).
+    pub requeue_after: Option<Duration>,
+}
+
+/// What the engine observed for `project`, besides the native object itself.
+pub struct Observed<'a, X> {
+    /// Profiles this adapter currently has for the object (to keep timestamps stable).
+    pub existing: Vec<&'a ClusterProfile>,
+    /// The adapter's own observations (from [`Source::observe`]).
+    pub extra: X,
+    /// The time to stamp new observations with.
+    pub now: Time,
+}
+
+impl<X> Observed<'_, X> {
+    /// The existing profile `namespace/name`, if this adapter has it.
+    pub fn existing_profile(&self, namespace: &str, name: &str) -> Option<&ClusterProfile> {
+        self.existing
+            .iter()
+            .copied()
+            .find(|p| p.namespace().as_deref() == Some(namespace) && p.name_any() == name)
+    }
+
+    /// The existing status of `namespace/name` (default when there is none).
+    pub fn existing_status(&self, namespace: &str, name: &str) -> ClusterProfileStatus {
+        self.existing_profile(namespace, name)
+            .and_then(|p| p.status.clone())
+            .unwrap_or_default()
+    }
+}
+
+/// A cluster manager's native kind, projected into ClusterProfiles.
+pub trait Source: Send + Sync + 'static {
+    /// The native kind (`ManagedCluster`, `Cluster`, ...).
+    type Native: Resource<DynamicType = ()>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Serialize
+        + Send
+        + Sync
+        + 'static;
+    /// What [`Source::observe`] gathers (other hub objects, member reads).
+    type Extra: Send + Sync;
+
+    /// Adapter name: field manager, value of [`LABEL_SOURCE`], Event reporter.
+    fn name(&self) -> &'static str;
+
+    /// `spec.clusterManager.name` and the `x-k8s.io/cluster-manager` label.
+    fn cluster_manager(&self) -> &str;
+
+    /// Kinds of companion objects this source keeps (watched by [`LABEL_SOURCE`]).
+    fn companion_kinds(&self) -> Vec<ApiResource> {
+        Vec::new()
+    }
+
+    /// Gather what `project` needs besides the native object (I/O allowed, ideally from caches).
+    /// An error leaves the object's profiles as they are and retries with backoff.
+    fn observe(
+        &self,
+        client: &Client,
+        native: &Self::Native,
+    ) -> impl Future<Output = Result<Self::Extra, Problem>> + Send;
+
+    /// The pure mapping. An error leaves the object's existing profiles untouched.
+    fn project(
+        &self,
+        native: &Self::Native,
+        observed: &Observed<'_, Self::Extra>,
+    ) -> Result<Projection, Problem>;
+
+    /// The API of the native kind, in one namespace when asked (namespaced kinds only) or all.
+    fn native_api(&self, client: Client, namespace: Option<&str>) -> Api<Self::Native> {
+        let _ = namespace;
+        Api::all(client)
+    }
+
+    /// Add secondary watches (e.g. Secrets by label) that re-reconcile native objects.
+    fn watches(&self, controller: Controller<Self::Native>) -> Controller<Self::Native> {
+        controller
+    }
+}
+
+/// Where the engine watches natives.
+#[derive(Clone, Debug)]
+pub struct SourceSettings {
+    /// Watch one namespace of a namespaced kind (default: all).
+    pub watch_namespace: Option<String>,
+    /// From [`SourceArgs`].
+    pub args: SourceArgs,
+}
+
+/// Metrics of the source engine; register them before the runtime starts.
+#[derive(Clone, Debug, Default)]
+pub struct SourceMetrics {
+    profiles: Gauge,
+}
+
+impl SourceMetrics {
+    /// Register the source metrics in `metrics`.
+    pub fn register(metrics: &mut Metrics) -> Self {
+        let source = Self::default();
+        metrics.registry_mut().register(
+            "source_profiles",
+            "ClusterProfiles this source adapter currently manages",
+            source.profiles.clone(),
+        );
+        source
+    }
+}
+
+/// Refuse a cluster manager name (given by `flag`) that ClusterProfile `v1alpha2` would reject:
+/// whatever version the hub serves, since the `x-k8s.io/cluster-manager` label must carry it too
+/// and a profile created with it could never be written through `v1alpha2`.
+pub fn check_cluster_manager(flag: &str, name: &str) -> Result<(), String> {
+    v1alpha2::validate_cluster_manager_name(name).map_err(|err| {
+        format!(
+            "{flag} {name:?} is refused: it {err}. spec.clusterManager.name (and the {LABEL_CLUSTER_MANAGER} label) must be a label value of 1 to 63 characters, as ClusterProfile v1alpha2 validates it"
+        )
+    })
+}
+
+/// The key of a native object, as stored in [`ANNOTATION_SOURCE_OBJECT`].
+pub fn source_key<K: Resource>(native: &K) -> String {
+    let name = native.meta().name.clone().unwrap_or_default();
+    match native.meta().namespace.as_deref() {
+        Some(namespace) => format!("{namespace}/{name}"),
+        None => name,
+    }
+}
+
+fn object_ref_from_key<K: Resource<DynamicType = ()>>(key: &str) -> ObjectRef<K> {
+    match key.split_once('/') {
+        Some((namespace, name)) => ObjectRef::new(name).within(namespace),
+        None => ObjectRef::new(key),
+    }
+}
+
+fn source_object_of(meta: &ObjectMeta) -> Option<&str> {
+    meta.annotations
+        .as_ref()
+        .and_then(|a| a.get(ANNOTATION_SOURCE_OBJECT))
+        .map(String::as_str)
+}
+
+fn is_ours(meta: &ObjectMeta, source: &str) -> bool {
+    meta.labels
+        .as_ref()
+        .and_then(|l| l.get(LABEL_SOURCE))
+        .map(String::as_str)
+        == Some(source)
+}
+
+/// The index keys of one of our objects: its source object (none for others' objects).
+fn source_keys(meta: &ObjectMeta, source: &str) -> Vec<String> {
+    if !is_ours(meta, source) {
+        return Vec::new();
+    }
+    source_object_of(meta)
+        .map(str::to_string)
+        .into_iter()
+        .collect()
+}
+
+/// Only our own server-side-apply records are read (the apply helper compares against them to
+/// skip no-op writes); other managers' records can be as large as the object itself.
+fn keep_own_managed_fields(meta: &mut ObjectMeta, field_manager: &str) {
+    if let Some(entries) = meta.managed_fields.as_mut() {
+        entries.retain(|entry| {
+            entry.manager.as_deref() == Some(field_manager)
+                && entry.operation.as_deref() == Some("Apply")
+        });
+    }
+}
+
+/// Keep of a cached profile only what the engine reads. Ours: everything but other managers'
+/// records. Others': name, labels and uid, which prove it exists and say whose it is.
+fn trim_profile(profile: &mut ClusterProfile, source: &str, field_manager: &str) {
+    if is_ours(&profile.metadata, source) {
+        keep_own_managed_fields(&mut profile.metadata, field_manager);
+        return;
+    }
+    let meta = std::mem::take(&mut profile.metadata);
+    profile.metadata = ObjectMeta {
+        name: meta.name,
+        namespace: meta.namespace,
+        uid: meta.uid,
+        labels: meta.labels,
+        ..ObjectMeta::default()
+    };
+    profile.status = None;
+}
+
+/// A companion's status (e.g. a ManifestWork's per-resource feedback) is never read.
+fn trim_companion(object: &mut DynamicObject, field_manager: &str) {
+    keep_own_managed_fields(&mut object.metadata, field_manager);
+    if let Some(data) = object.data.as_object_mut() {
+        data.remove("status");
+    }
+}
+
+fn object_reference<K: Resource<DynamicType = ()>>(native: &K) -> ObjectReference {
+    native.object_ref(&())
+}
+
+/// A companion kind: its cache and our objects of it by source object.
+struct CompanionStore {
+    resource: ApiResource,
+    store: Store<DynamicObject>,
+    by_source: Index<DynamicObject>,
+}
+
+struct Engine<S: Source> {
+    source: Arc<S>,
+    leader: LeaderContext,
+    metrics: SourceMetrics,
+    natives: Store<S::Native>,
+    /// Every ClusterProfile of the hub: ours whole, others reduced to what proves they exist.
+    profiles: Store<ClusterProfile>,
+    /// Our profiles by source object; once ready, absence from it (and the store) is proof.
+    profiles_by_source: Index<ClusterProfile>,
+    /// ClusterProfiles through the version chosen at start.
+    profile_api: ProfileApi,
+    companions: Vec<CompanionStore>,
+    resync: Duration,
+    /// Consecutive failures per source object (failed writes or reconcile errors).
+    retries: Retries,
+    /// Problems last reported per object: Events go out only when this set changes.
+    reported: Mutex<HashMap<String, BTreeSet<Problem>>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_round_trip_to_object_refs() {
+        let namespaced = object_ref_from_key::<k8s_openapi::api::core::v1::ConfigMap>("ns/name");
+        assert_eq!(namespaced.name, "name");
+        assert_eq!(namespaced.namespace.as_deref(), Some("ns"));
+        let cluster = object_ref_from_key::<k8s_openapi::api::core::v1::Namespace>("name");
+        assert_eq!(cluster.namespace, None);
+    }
+}
