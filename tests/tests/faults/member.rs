@@ -1,0 +1,1 @@
+//! Faults around sinks and members (filled below).
