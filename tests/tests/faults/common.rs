@@ -124,7 +124,7 @@ fn condition(type_: &str, status: &str, reason: &str) -> Value {
 
 /// A healthy, realistic cluster number `i` (labels, claims, conditions, version, URL and CA).
 pub fn good_cluster(prefix: &str, selector: &str, i: usize, ca_pem: &str) -> Cluster {
-    let available = if i % 7 == 0 { "False" } else { "True" };
+    let available = if i.is_multiple_of(7) { "False" } else { "True" };
     Cluster {
         name: format!("{prefix}-{i:05}"),
         labels: BTreeMap::from([
@@ -339,13 +339,21 @@ pub async fn diff(
     let all: Api<ClusterProfile> = Api::all(client.clone());
     let profiles = all.list(&ListParams::default()).await?.items;
     let mut result = Diff {
-        total: profiles.len(),
+        total: profiles
+            .iter()
+            .filter(|p| p.namespace().as_deref() == Some(inventory))
+            .count(),
         ..Diff::default()
     };
     let mut seen = BTreeSet::new();
     for profile in &profiles {
         let name = profile.name_any();
         let here = profile.namespace().as_deref() == Some(inventory);
+        // Elsewhere, only a profile of ours would be a duplicate (a sink's test profiles in
+        // their own inventory are not ocm-source's).
+        if !here && !profile.labels().contains_key(LABEL_SOURCE) {
+            continue;
+        }
         match expected.get(&name) {
             Some(cluster) if here => {
                 seen.insert(name.clone());
