@@ -406,12 +406,13 @@ pub async fn wait_exact(
 }
 
 /// Requests the apiserver counted (`apiserver_request_total`) for `verbs` on `resource`,
-/// optionally only one `subresource`.
+/// optionally only one `subresource` and only answers with HTTP status `code`.
 pub async fn requests(
     client: &Client,
     verbs: &[&str],
     resource: &str,
     subresource: Option<&str>,
+    code: Option<u16>,
 ) -> u64 {
     let request = http::Request::get("/metrics").body(Vec::new()).unwrap();
     let text = client.request_text(request).await.unwrap();
@@ -426,6 +427,7 @@ pub async fn requests(
                 .iter()
                 .any(|v| line.contains(&format!("verb=\"{v}\"")))
         })
+        .filter(|line| code.is_none_or(|c| line.contains(&format!("code=\"{c}\""))))
         .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
 }
@@ -436,6 +438,7 @@ pub async fn writes(client: &Client, resource: &str) -> u64 {
         client,
         harness::apiserver_metrics::WRITE_VERBS,
         resource,
+        None,
         None,
     )
     .await

@@ -207,6 +207,12 @@ const OUTAGE: Duration = Duration::from_secs(15);
 
 /// Stop the hub's apiserver, then separately its etcd, for [`OUTAGE`] each, mid-sync: ocm-source
 /// and sveltos-sink recover by themselves (no restart), nothing is lost or duplicated.
+///
+/// One replica each, without leader election: with it, a replica that cannot renew its Lease for
+/// the lease duration stops and exits (its Pod restarts), which is not "by themselves".
+/// `/readyz` is observed and reported, not asserted to drop: readiness today is "leading and the
+/// caches synced once", which an outage does not change for a single replica (the issue expects
+/// it to drop; reported in the closing note). It must answer 200 again afterwards.
 #[tokio::test]
 async fn hub_apiserver_and_etcd_outages_mid_sync_lose_nothing() {
     let (hub, member) = tokio::join!(
@@ -518,11 +524,18 @@ async fn a_member_back_after_its_token_expired_is_reminted_without_delaying_othe
         harness::sveltos_member_username()
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let token_requests =
-        crate::common::requests(&m1_client, &["POST"], "serviceaccounts", Some("token")).await;
+    // Minted tokens (201); an attempt the starting apiserver refused minted nothing.
+    let token_requests = crate::common::requests(
+        &m1_client,
+        &["POST"],
+        "serviceaccounts",
+        Some("token"),
+        Some(201),
+    )
+    .await;
     assert_eq!(
         token_requests, 1,
-        "one TokenRequest on member-1 after it came back"
+        "one token minted on member-1 after it came back"
     );
     assert_alive(&mut sink, "after member-1 came back");
     eprintln!(

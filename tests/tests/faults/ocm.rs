@@ -177,8 +177,8 @@ async fn watch_history_lost_means_relist_without_writes() {
         || {
             let client = client.clone();
             async move {
-                let clusters = requests(&client, &["LIST"], "managedclusters", None).await;
-                let profiles = requests(&client, &["LIST"], "clusterprofiles", None).await;
+                let clusters = requests(&client, &["LIST"], "managedclusters", None, None).await;
+                let profiles = requests(&client, &["LIST"], "clusterprofiles", None, None).await;
                 Ok((clusters > 0 && profiles > 0).then_some((clusters, profiles)))
             }
         },
