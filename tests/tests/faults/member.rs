@@ -304,7 +304,7 @@ async fn hub_apiserver_and_etcd_outages_mid_sync_lose_nothing() {
             &hub.inventory,
             &expected,
             &BTreeSet::new(),
-            Duration::from_secs(120),
+            Duration::from_secs(300),
         )
         .await
         .unwrap_or_else(|d| {
@@ -315,7 +315,7 @@ async fn hub_apiserver_and_etcd_outages_mid_sync_lose_nothing() {
             )
         });
         let registrations =
-            wait_sveltos(&client, &fleet, &sink_profiles, Duration::from_secs(120)).await;
+            wait_sveltos(&client, &fleet, &sink_profiles, Duration::from_secs(300)).await;
         let sink_exact = back.elapsed();
         for adapter in [&mut ocm, &mut sink] {
             adapter

@@ -106,7 +106,8 @@ async fn kill_nine_five_times_during_a_large_convergence_ends_exact() {
         &hub.inventory,
         &expected,
         &BTreeSet::new(),
-        Duration::from_secs(240),
+        // Generous: measured 41-78 s on the shared machine, 227 s at a load average of 20.
+        Duration::from_secs(480),
     )
     .await;
     let recovered = match outcome {
@@ -336,7 +337,8 @@ async fn malformed_sources_are_reported_and_the_good_converge() {
         &hub.inventory,
         &expected,
         &others,
-        Duration::from_secs(150),
+        // Generous: measured 58-83 s on the shared machine, more at a load average of 20.
+        Duration::from_secs(360),
     )
     .await
     .unwrap_or_else(|d| panic!("{}\n{}", d.summary(), adapter.log_tail(30)));
@@ -535,7 +537,7 @@ async fn leader_failover_within_the_lease_and_never_two_writers() {
         &hub.inventory,
         &expected,
         &BTreeSet::new(),
-        Duration::from_secs(120),
+        Duration::from_secs(300),
     )
     .await;
     if let Err(diff) = outcome {
