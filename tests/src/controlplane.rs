@@ -80,6 +80,7 @@ pub struct ControlPlane {
     controller_manager: Option<ManagedProcess>,
     controllers: Vec<String>,
     apiserver_args: Vec<String>,
+    etcd_args: Vec<String>,
     /// Shared control planes live in statics: their processes and directory go at process exit.
     shared: bool,
 }
@@ -206,7 +207,7 @@ impl ControlPlane {
         let etcd = ManagedProcess::spawn(
             "etcd",
             &binary,
-            &prefixed("etcd", etcd_args),
+            &prefixed("etcd", etcd_args.clone()),
             &dir.join("etcd.log"),
         )?;
         let mut apiserver_args = vec![
@@ -263,6 +264,7 @@ impl ControlPlane {
             controller_manager: None,
             controllers: options.controllers.clone(),
             apiserver_args,
+            etcd_args,
             shared: false,
         };
         control_plane.start_apiserver().await?;
@@ -294,6 +296,31 @@ impl ControlPlane {
         if let Some(mut process) = self.apiserver.take() {
             process.kill();
         }
+    }
+
+    /// Stop etcd (kill -9; its data directory stays): the apiserver keeps running but can
+    /// neither read nor write, as when a hub's etcd is unavailable.
+    pub fn stop_etcd(&mut self) {
+        if let Some(mut process) = self.etcd.take() {
+            process.kill();
+        }
+    }
+
+    /// Start etcd again (after [`ControlPlane::stop_etcd`]) on the same ports and data, and wait
+    /// until the apiserver reports ready again.
+    pub async fn start_etcd(&mut self) -> Result<()> {
+        let binary = control_plane_binary()?;
+        let process = ManagedProcess::spawn(
+            "etcd",
+            &binary,
+            &prefixed("etcd", self.etcd_args.clone()),
+            &self.dir.join("etcd.log"),
+        )?;
+        if self.shared {
+            kill_at_exit(process.pid());
+        }
+        self.etcd = Some(process);
+        self.wait_ready().await
     }
 
     fn start_controller_manager(&mut self) -> Result<()> {
