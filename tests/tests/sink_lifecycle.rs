@@ -32,11 +32,9 @@ use adapters::runtime::{Metrics, Runtime};
 use adapters::sink::{Sink, SinkMetrics, SinkOptions};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use harness::sinks::{events_about, hub_secret, whoami};
 use harness::{ControlPlane, ForeignCrd, install_crd, install_crds, shared_fleet, wait_for};
-use k8s_openapi::ByteString;
-use k8s_openapi::api::authentication::v1::SelfSubjectReview;
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
-use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DeleteParams, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::{Client, ResourceExt};
@@ -99,27 +97,14 @@ fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
 /// The Secret Cluster API writes for a workload cluster: its admin kubeconfig, CAPI's type and
 /// cluster-name label (what the built-in `kubeconfig-secret` insists on).
 async fn capi_secret(hub: &Client, namespace: &str, name: &str, member: &ControlPlane) {
-    Api::<Secret>::namespaced(hub.clone(), namespace)
-        .create(
-            &PostParams::default(),
-            &Secret {
-                metadata: ObjectMeta {
-                    labels: Some(BTreeMap::from([(
-                        "cluster.x-k8s.io/cluster-name".to_string(),
-                        name.to_string(),
-                    )])),
-                    ..meta(name, Some(namespace))
-                },
-                type_: Some("cluster.x-k8s.io/secret".into()),
-                data: Some(BTreeMap::from([(
-                    "value".to_string(),
-                    ByteString(member.admin_kubeconfig_yaml().into_bytes()),
-                )])),
-                ..Secret::default()
-            },
-        )
-        .await
-        .unwrap();
+    hub_secret(
+        hub,
+        namespace,
+        name,
+        "value",
+        &member.admin_kubeconfig_yaml(),
+    )
+    .await;
 }
 
 /// The `cluster-api` access provider capi-source publishes: the member's endpoint and the CAPI
@@ -219,17 +204,6 @@ fn server_of(kubeconfig: &str) -> String {
         .to_string()
 }
 
-async fn whoami(client: &Client) -> Result<String, kube::Error> {
-    let review = Api::<SelfSubjectReview>::all(client.clone())
-        .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await?;
-    Ok(review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .unwrap_or_default())
-}
-
 /// Wait until `member` rejects `token` with 401; returns how long that took.
 async fn wait_rejected(member: &ControlPlane, token: &str, timeout: Duration) -> Duration {
     let client = member.token_client(token).await.unwrap();
@@ -273,19 +247,6 @@ async fn wait_account_gone(member: &ControlPlane, instance: &str) {
     harness::wait_object_gone(&accounts, &account_name(instance), Duration::from_secs(60))
         .await
         .unwrap();
-}
-
-/// (reason, note) of the Events about `name` in `namespace`.
-async fn events_about(hub: &Client, namespace: &str, name: &str) -> Vec<(String, String)> {
-    Api::<Event>::namespaced(hub.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
 }
 
 async fn wait_event(hub: &Client, namespace: &str, name: &str, reason: &str) -> String {

@@ -23,15 +23,15 @@ use adapters::runtime::{Metrics, Runtime};
 use adapters::sink::{RenewalPolicy, Sink, SinkMetrics, SinkOptions};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use harness::sinks::{bootstrap_token, hub_secret, wait_event, whoami};
 use harness::{
     ControlPlane, ControlPlaneOptions, ForeignCrd, install_crd, install_crds, shared_fleet,
     test_namespace, wait_for,
 };
 use k8s_openapi::ByteString;
-use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{ConfigMap, Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, RoleRef, Subject};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::Client;
 use kube::api::{
     Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
@@ -318,55 +318,6 @@ async fn create_profile(
     .unwrap()
 }
 
-/// What an administrator would do to give the sink bootstrap access: a ServiceAccount with
-/// cluster-admin on the member, and a token for it.
-async fn bootstrap_token(member: &ControlPlane, name: &str) -> String {
-    let client = member.client().await.unwrap();
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-    accounts
-        .create(
-            &PostParams::default(),
-            &ServiceAccount {
-                metadata: meta(name, Some("default")),
-                ..ServiceAccount::default()
-            },
-        )
-        .await
-        .unwrap();
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &ClusterRoleBinding {
-                metadata: meta(name, None),
-                role_ref: RoleRef {
-                    api_group: Some("rbac.authorization.k8s.io".into()),
-                    kind: "ClusterRole".into(),
-                    name: "cluster-admin".into(),
-                },
-                subjects: Some(vec![Subject {
-                    kind: "ServiceAccount".into(),
-                    name: name.into(),
-                    namespace: Some("default".into()),
-                    ..Subject::default()
-                }]),
-            },
-        )
-        .await
-        .unwrap();
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    let minted: TokenRequest = accounts
-        .create_subresource("token", name, &PostParams::default(), &request)
-        .await
-        .unwrap();
-    minted.status.and_then(|s| s.token).unwrap()
-}
-
 async fn create_secret(hub: &Client, secret: Secret) {
     let namespace = secret.metadata.namespace.clone().unwrap();
     Api::<Secret>::namespaced(hub.clone(), &namespace)
@@ -378,25 +329,7 @@ async fn create_secret(hub: &Client, secret: Secret) {
 /// A kubeconfig Secret as Cluster API writes `<cluster>-kubeconfig`: type
 /// `cluster.x-k8s.io/secret`, label `cluster.x-k8s.io/cluster-name`, the kubeconfig under `value`.
 async fn capi_kubeconfig_secret(hub: &Client, namespace: &str, name: &str, kubeconfig: &str) {
-    create_secret(
-        hub,
-        Secret {
-            metadata: ObjectMeta {
-                labels: Some(BTreeMap::from([(
-                    "cluster.x-k8s.io/cluster-name".to_string(),
-                    name.to_string(),
-                )])),
-                ..meta(name, Some(namespace))
-            },
-            type_: Some("cluster.x-k8s.io/secret".into()),
-            data: Some(BTreeMap::from([(
-                "value".to_string(),
-                ByteString(kubeconfig.as_bytes().to_vec()),
-            )])),
-            ..Secret::default()
-        },
-    )
-    .await;
+    hub_secret(hub, namespace, name, "value", kubeconfig).await;
 }
 
 /// A token Secret as OCM's managed-serviceaccount addon writes it into a cluster's hub namespace:
@@ -490,46 +423,6 @@ async fn client_of(kubeconfig: &str) -> Client {
     harness::controlplane::client_from_kubeconfig_yaml(kubeconfig)
         .await
         .unwrap()
-}
-
-async fn whoami(client: &Client) -> Result<String, kube::Error> {
-    let review = Api::<SelfSubjectReview>::all(client.clone())
-        .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await?;
-    Ok(review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .unwrap_or_default())
-}
-
-/// (reason, note) of the Events about `name` in `namespace`.
-async fn events_about(hub: &Client, namespace: &str, name: &str) -> Vec<(String, String)> {
-    Api::<Event>::namespaced(hub.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
-}
-
-async fn wait_event(hub: &Client, namespace: &str, name: &str, reason: &str) -> String {
-    wait_for(
-        Duration::from_secs(60),
-        &format!("Event {reason} on {name}"),
-        || async {
-            Ok(events_about(hub, namespace, name)
-                .await
-                .into_iter()
-                .find(|(r, _)| r == reason)
-                .map(|(_, note)| note))
-        },
-    )
-    .await
-    .unwrap()
 }
 
 fn sveltos_clusters(hub: &Client, namespace: &str) -> Api<SveltosCluster> {

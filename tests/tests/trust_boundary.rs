@@ -27,9 +27,9 @@ use adapters::runtime::{Metrics, Runtime};
 use adapters::sink::{Sink, SinkMetrics, SinkOptions};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use harness::sinks::{bootstrap_token, events_about, hub_secret, whoami};
 use harness::{ControlPlane, ForeignCrd, install_crd, install_crds, shared_fleet, wait_for};
 use k8s_openapi::ByteString;
-use k8s_openapi::api::authentication::v1::{SelfSubjectReview, TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Namespace, Secret, ServiceAccount};
 use k8s_openapi::api::events::v1::Event;
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding, PolicyRule, RoleRef, Subject};
@@ -417,16 +417,7 @@ async fn secret(
 
 /// A kubeconfig Secret exactly as Cluster API writes it (type, cluster-name label, key `value`).
 async fn capi_secret(hub: &Client, namespace: &str, name: &str, kubeconfig: &str) {
-    secret(
-        hub,
-        namespace,
-        name,
-        Some("cluster.x-k8s.io/secret"),
-        &[("cluster.x-k8s.io/cluster-name", name)],
-        "value",
-        kubeconfig,
-    )
-    .await;
+    hub_secret(hub, namespace, name, "value", kubeconfig).await;
 }
 
 /// A cluster-scoped OCM ManagedCluster named `name` whose recorded client config is `url`/`ca`.
@@ -452,55 +443,6 @@ async fn managed_cluster(hub: &Client, name: &str, url: &str, ca_pem: &str) {
     )
     .await
     .unwrap();
-}
-
-/// What an administrator would do to give bootstrap access: a ServiceAccount with
-/// cluster-admin on the member, and a token for it.
-async fn bootstrap_token(member: &ControlPlane, name: &str) -> String {
-    let client = member.client().await.unwrap();
-    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), "default");
-    accounts
-        .create(
-            &PostParams::default(),
-            &ServiceAccount {
-                metadata: meta(name, Some("default")),
-                ..ServiceAccount::default()
-            },
-        )
-        .await
-        .unwrap();
-    Api::<ClusterRoleBinding>::all(client.clone())
-        .create(
-            &PostParams::default(),
-            &ClusterRoleBinding {
-                metadata: meta(name, None),
-                role_ref: RoleRef {
-                    api_group: Some("rbac.authorization.k8s.io".into()),
-                    kind: "ClusterRole".into(),
-                    name: "cluster-admin".into(),
-                },
-                subjects: Some(vec![Subject {
-                    kind: "ServiceAccount".into(),
-                    name: name.into(),
-                    namespace: Some("default".into()),
-                    ..Subject::default()
-                }]),
-            },
-        )
-        .await
-        .unwrap();
-    let request = TokenRequest {
-        spec: Some(TokenRequestSpec {
-            expiration_seconds: Some(3600),
-            ..TokenRequestSpec::default()
-        }),
-        ..TokenRequest::default()
-    };
-    let minted: TokenRequest = accounts
-        .create_subresource("token", name, &PostParams::default(), &request)
-        .await
-        .unwrap();
-    minted.status.and_then(|s| s.token).unwrap()
 }
 
 /// Wait for the profile's Secret and return its kubeconfig text.
@@ -537,30 +479,6 @@ fn server_of(kubeconfig: &str) -> String {
         .as_str()
         .unwrap()
         .to_string()
-}
-
-async fn whoami(client: &Client) -> Result<String, kube::Error> {
-    let review = Api::<SelfSubjectReview>::all(client.clone())
-        .create(&PostParams::default(), &SelfSubjectReview::default())
-        .await?;
-    Ok(review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .unwrap_or_default())
-}
-
-/// (reason, note) of the Events about `name` in `namespace`.
-async fn events_about(hub: &Client, namespace: &str, name: &str) -> Vec<(String, String)> {
-    Api::<Event>::namespaced(hub.clone(), namespace)
-        .list(&ListParams::default())
-        .await
-        .unwrap()
-        .items
-        .into_iter()
-        .filter(|e| e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(name))
-        .map(|e| (e.reason.unwrap_or_default(), e.note.unwrap_or_default()))
-        .collect()
 }
 
 async fn wait_event(hub: &Client, namespace: &str, name: &str, reason: &str) -> String {
