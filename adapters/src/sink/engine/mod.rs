@@ -647,11 +647,10 @@ fn member_keys(object: &DynamicObject, providers: &crate::access::ProviderFile) 
     else {
         return Vec::new();
     };
-    if object.metadata.deletion_timestamp.is_some()
-        || !parse_profile(object)
-            .ok()
-            .is_some_and(|p| crate::access::choose(providers, &p).is_ok())
-    {
+    let trusted = parse_profile(object)
+        .ok()
+        .is_some_and(|p| crate::access::choose(providers, &p).is_ok());
+    if object.metadata.deletion_timestamp.is_some() || !trusted {
         return Vec::new();
     }
     vec![member_key(&object.namespace().unwrap_or_default(), id)]
