@@ -5,7 +5,8 @@
 //! The scenarios run in order on the same estate (each leaves it converged for the next) so the
 //! file costs one fleet start:
 //! 1. a label changes at the source → profile, SveltosCluster, Argo CD Secret and Flux Secret follow;
-//! 2. a member's health flips → `ControlPlaneHealthy` follows, registrations stay, Events explain;
+//! 2. a member's health flips → `ControlPlaneHealthy` follows, registrations stay, the source's
+//!    Events explain (ControlPlaneUnhealthy / ControlPlaneHealthy on the profile);
 //! 3. a source cluster is deleted → its profile and every registration go, the member identities are
 //!    revoked (the old tokens are rejected by the member);
 //! 4. the same member under CAPI and OCM → one registration per consumer, the other profile a
@@ -332,11 +333,26 @@ async fn the_whole_chain_end_to_end() {
     let during = estate.inventory().await.unwrap();
     assert_eq!(identities(&during), identities(&before));
     assert_eq!(identities(&during).len(), 3);
-    // The sinks keep the registration: no Event of theirs about it changes (the condition's
-    // reason says why the member is unhealthy; the sources emit no Event for a health change).
+    // The source explains the flip with an Event on the profile (from what to what, and why);
+    // the sinks keep the registration: no Event of theirs about it changes.
+    let explained =
+        harness::sinks::wait_event(&hub, INVENTORY, "ap-south", "ControlPlaneUnhealthy").await;
+    assert!(
+        explained.contains("True -> False")
+            && explained.contains("ManagedClusterLeaseUpdateStopped"),
+        "the health Event does not say what changed and why: {explained}"
+    );
+    let is_health_event = |reason: &str| reason.starts_with("ControlPlane");
+    let sink_events = |events: Vec<(String, String)>| -> Vec<(String, String)> {
+        events
+            .into_iter()
+            .filter(|(reason, _)| !is_health_event(reason))
+            .collect()
+    };
     let events = harness::sinks::events_about(&hub, INVENTORY, "ap-south").await;
     assert_eq!(
-        events, events_before,
+        sink_events(events.clone()),
+        sink_events(events_before),
         "the sinks reacted to a health change"
     );
     assert!(
@@ -356,6 +372,12 @@ async fn the_whole_chain_end_to_end() {
     )
     .await
     .unwrap();
+    let recovered =
+        harness::sinks::wait_event(&hub, INVENTORY, "ap-south", "ControlPlaneHealthy").await;
+    assert!(
+        recovered.contains("False -> True"),
+        "the recovery Event does not say what changed: {recovered}"
+    );
     let after = converge(&mut estate, "2. health flipped and back").await;
     assert_eq!(identities(&after), identities(&before));
 

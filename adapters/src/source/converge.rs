@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::api::{Api, DynamicObject, ObjectMeta};
 use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
@@ -14,7 +14,10 @@ use tracing::debug;
 use super::*;
 use crate::apply::ApplyOutcome;
 use crate::error::{Category, Error, kube_category};
-use crate::profile::{ClusterManager, ClusterProfile, ClusterProfileSpec, LABEL_CLUSTER_MANAGER};
+use crate::profile::{
+    CONDITION_CONTROL_PLANE_HEALTHY, ClusterManager, ClusterProfile, ClusterProfileSpec,
+    ClusterProfileStatus, LABEL_CLUSTER_MANAGER,
+};
 
 impl<S: Source> Engine<S> {
     /// Converge one native object; returns when to look again.
@@ -215,8 +218,54 @@ impl<S: Source> Engine<S> {
         self.leader.metrics.count_apply(outcome);
         if outcome == ApplyOutcome::Applied {
             debug!(profile = %format!("{}/{}", desired.namespace, desired.name), "profile applied");
+            if let Some(current) = current {
+                self.announce_health_change(current, &desired.status).await;
+            }
         }
         Ok(())
+    }
+
+    /// A flip of `ControlPlaneHealthy` is what a consumer's operator asks about first ("why did my
+    /// deliveries to this cluster stop?"), so it gets an Event on the profile saying from what to
+    /// what and why. Only a written change announces: resyncs stay silent.
+    async fn announce_health_change(
+        &self,
+        current: &ClusterProfile,
+        desired: &ClusterProfileStatus,
+    ) {
+        let status_of = |condition: Option<&Condition>| {
+            condition
+                .map_or("Unknown", |c| c.status.as_str())
+                .to_string()
+        };
+        let before = status_of(
+            current
+                .status
+                .as_ref()
+                .and_then(|s| s.condition(CONDITION_CONTROL_PLANE_HEALTHY)),
+        );
+        let Some(after) = desired.condition(CONDITION_CONTROL_PLANE_HEALTHY) else {
+            return;
+        };
+        if before == after.status {
+            return;
+        }
+        let note = format!(
+            "ControlPlaneHealthy {before} -> {} ({}: {})",
+            after.status, after.reason, after.message
+        );
+        let reference = object_reference(current);
+        if after.status == "True" {
+            self.leader
+                .events
+                .normal(&reference, "ControlPlaneHealthy", "Project", &note)
+                .await;
+        } else {
+            self.leader
+                .events
+                .warn(&reference, "ControlPlaneUnhealthy", "Project", &note)
+                .await;
+        }
     }
 
     pub(super) async fn ensure_companion(
