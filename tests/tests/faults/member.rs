@@ -235,6 +235,9 @@ async fn hub_apiserver_and_etcd_outages_mid_sync_lose_nothing() {
     for name in &sink_profiles {
         capi_profile(&hub.client, &fleet, name, &member, &token).await;
     }
+    // Writes counted from before each round's work appears, so a quick adapter cannot finish
+    // the round before the test starts counting.
+    let mut before = writes(&hub.client, "clusterprofiles").await;
     let mut ocm = start_adapter("ocm-source", &hub.plane, &ocm_args(&hub, "outage"));
     let mut sink = start_adapter("sveltos-sink", &hub.plane, &sveltos_args(&fleet));
     for adapter in [&mut ocm, &mut sink] {
@@ -246,6 +249,7 @@ async fn hub_apiserver_and_etcd_outages_mid_sync_lose_nothing() {
     let mut measured = Vec::new();
     for (round, fault) in ["apiserver", "etcd"].into_iter().enumerate() {
         if round == 1 {
+            before = writes(&hub.client, "clusterprofiles").await;
             // New work for the second outage to interrupt.
             let more: Vec<Cluster> = (100..150)
                 .map(|i| good_cluster("o", "outage", i, &ca))
@@ -264,8 +268,7 @@ async fn hub_apiserver_and_etcd_outages_mid_sync_lose_nothing() {
             .collect();
         // Mid-sync: some of this round's work written, not all of it.
         let client = hub.fresh_client().await;
-        let before = writes(&client, "clusterprofiles").await;
-        wait_for(Duration::from_secs(60), "some profile writes", || {
+        wait_for(Duration::from_secs(120), "some profile writes", || {
             let client = client.clone();
             async move { Ok((writes(&client, "clusterprofiles").await >= before + 20).then_some(())) }
         })
