@@ -22,9 +22,16 @@ use crate::{ForeignCrd, Result, install_crd, install_crds};
 use observe::Counters;
 use phases::{Settings, measure};
 pub use report::Report;
+use sinks::{SinkKind, SinkScenario};
 
 /// The adapters the bench knows, in the order it runs them.
-pub const ADAPTERS: &[&str] = &["ocm-source", "capi-source", "sveltos-sink"];
+pub const ADAPTERS: &[&str] = &[
+    "ocm-source",
+    "capi-source",
+    "sveltos-sink",
+    "argocd-sink",
+    "flux-sink",
+];
 
 /// What to run.
 #[derive(Clone, Debug)]
@@ -166,11 +173,13 @@ pub async fn run(options: &Options) -> Result<Report> {
             .adapters
             .push(measure(&scenario, &fleet.hub, &counters, &settings).await?);
     }
-    if wanted("sveltos-sink") {
-        let scenario = sinks::SveltosScenario::new(hub.clone(), members.clone(), options.sinks);
-        report
-            .adapters
-            .push(measure(&scenario, &fleet.hub, &counters, &settings).await?);
+    for kind in [SinkKind::Sveltos, SinkKind::ArgoCd, SinkKind::Flux] {
+        if wanted(kind.adapter()) {
+            let scenario = SinkScenario::new(kind, hub.clone(), members.clone(), options.sinks);
+            report
+                .adapters
+                .push(measure(&scenario, &fleet.hub, &counters, &settings).await?);
+        }
     }
     Ok(report)
 }

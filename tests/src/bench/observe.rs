@@ -227,6 +227,7 @@ struct TrackerState {
     pending: HashMap<String, (Expect, Instant)>,
     delays: Vec<Duration>,
     superseded: u64,
+    synced: bool,
 }
 
 /// Watches one resource in one namespace: counts objects passing a [`Check`] (cold convergence)
@@ -258,6 +259,13 @@ impl Tracker {
                     let (object, deleted) = match event {
                         Ok(watcher::Event::Apply(o) | watcher::Event::InitApply(o)) => (o, false),
                         Ok(watcher::Event::Delete(o)) => (o, true),
+                        Ok(watcher::Event::InitDone) => {
+                            if let Ok(mut s) = state.lock() {
+                                s.synced = true;
+                            }
+                            notify.notify_waiters();
+                            continue;
+                        }
                         _ => continue,
                     };
                     let Some(name) = object.metadata.name.clone() else {
@@ -322,6 +330,22 @@ impl Tracker {
                 .into());
             }
             let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
+        }
+    }
+
+    /// Wait until the watch has listed what exists (so its list is not counted as the
+    /// adapter's).
+    pub async fn synced(&self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.notify.notified();
+            if self.with(|s| s.synced)? {
+                return Ok(());
+            }
+            if Instant::now() > deadline {
+                return Err(format!("the bench's watch did not sync within {timeout:?}").into());
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
         }
     }
 

@@ -91,6 +91,7 @@ pub async fn measure<S: Scenario>(
     );
     let (resource, namespace) = scenario.watched();
     let tracker = Tracker::start(hub.client().await?, &resource, &namespace, scenario.check());
+    tracker.synced(Duration::from_secs(120)).await?;
     let mut report = AdapterReport {
         adapter: name.to_string(),
         role: scenario.role().to_string(),

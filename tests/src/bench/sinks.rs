@@ -1,8 +1,9 @@
-//! The sink workload (sveltos-sink): N Cluster-API-style profiles over a few members, each a
-//! distinct registration (its own member id and its own `cluster.x-k8s.io/secret` kubeconfig
-//! Secret), what the sink must publish for them, churn on the profiles, and the sink's floor.
+//! The sink workloads (sveltos-sink, argocd-sink, flux-sink): N Cluster-API-style profiles over
+//! a few members, each a distinct registration (its own member id and its own
+//! `cluster.x-k8s.io/secret` kubeconfig Secret), what each sink must publish for them, churn on
+//! the profiles, and the sinks' floor.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -14,7 +15,8 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
 use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
@@ -22,18 +24,50 @@ use serde_json::{Value, json};
 use super::Member;
 use super::observe::{Check, Expect};
 use super::phases::Scenario;
+use crate::controlplane::client_from_kubeconfig_yaml;
+use crate::sinks::{ArgoCluster, FluxKubeconfig, whoami};
 use crate::{Result, ensure_namespace};
 
-/// sveltos-sink's default `--concurrency`: the floor uses the same.
+/// The sinks' default `--concurrency`: the floor uses the same.
 const SINK_CONCURRENCY: usize = 8;
 /// Requests in flight while the bench writes inputs.
 const PREPARE_CONCURRENCY: usize = 16;
-/// The label churn sets on profiles (the sink copies it onto the SveltosCluster).
+/// The label churn sets on profiles (every sink copies profile labels onto what it publishes).
 const CHURN_LABEL: &str = "bench-churn";
 /// The cluster manager of the profiles: the built-in `cluster-api` provider trusts it.
 const MANAGER: &str = "cluster-api";
 /// Namespace and name of the floor's member identity.
 const FLOOR_IDENTITY: &str = "bench-floor";
+
+/// Which sink.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkKind {
+    /// SveltosCluster + kubeconfig Secret in the inventory namespace.
+    Sveltos,
+    /// Argo CD cluster Secret in the Argo CD namespace.
+    ArgoCd,
+    /// Flux kubeconfig Secret in the Flux namespace.
+    Flux,
+}
+
+impl SinkKind {
+    /// The binary (and default instance) name.
+    pub fn adapter(self) -> &'static str {
+        match self {
+            SinkKind::Sveltos => "sveltos-sink",
+            SinkKind::ArgoCd => "argocd-sink",
+            SinkKind::Flux => "flux-sink",
+        }
+    }
+
+    fn short(self) -> &'static str {
+        match self {
+            SinkKind::Sveltos => "sveltos",
+            SinkKind::ArgoCd => "argocd",
+            SinkKind::Flux => "flux",
+        }
+    }
+}
 
 fn sveltos_clusters() -> ApiResource {
     ApiResource::from_gvk_with_plural(
@@ -42,23 +76,77 @@ fn sveltos_clusters() -> ApiResource {
     )
 }
 
-/// N profiles for sveltos-sink.
-pub struct SveltosScenario {
+/// N profiles for one sink.
+pub struct SinkScenario {
+    kind: SinkKind,
     hub: kube::Client,
     members: Vec<Member>,
     n: usize,
     inventory: String,
+    /// Where the sink publishes (the inventory itself for sveltos-sink).
+    consumer: String,
     churn: Arc<Vec<Mutex<Option<String>>>>,
 }
 
-impl SveltosScenario {
-    /// `n` profiles over `members`, round-robin.
-    pub fn new(hub: kube::Client, members: Vec<Member>, n: usize) -> Self {
+/// `p-<index>` back to the index.
+fn profile_index(name: &str, n: usize) -> Option<usize> {
+    name.strip_prefix("p-")?
+        .parse::<usize>()
+        .ok()
+        .filter(|i| *i < n)
+}
+
+fn env_of(i: usize) -> &'static str {
+    if i % 2 == 0 { "prod" } else { "staging" }
+}
+
+/// The server a kubeconfig points at (its only cluster).
+fn kubeconfig_server(kubeconfig: &str) -> Option<String> {
+    kubeconfig.lines().find_map(|line| {
+        line.trim()
+            .strip_prefix("server:")
+            .map(|s| s.trim().trim_matches('"').to_string())
+    })
+}
+
+/// A published credential, read as its consumer reads it.
+enum Credential {
+    Kubeconfig(String),
+    Argo(Box<ArgoCluster>),
+}
+
+impl Credential {
+    fn server(&self) -> Option<String> {
+        match self {
+            Credential::Kubeconfig(kubeconfig) => kubeconfig_server(kubeconfig),
+            Credential::Argo(cluster) => cluster.data.get("server").cloned(),
+        }
+    }
+
+    async fn whoami(&self) -> Result<String> {
+        let client = match self {
+            Credential::Kubeconfig(kubeconfig) => client_from_kubeconfig_yaml(kubeconfig).await?,
+            Credential::Argo(cluster) => cluster.client().await?,
+        };
+        Ok(whoami(&client).await?)
+    }
+}
+
+impl SinkScenario {
+    /// `n` profiles for `kind` over `members`, round-robin.
+    pub fn new(kind: SinkKind, hub: kube::Client, members: Vec<Member>, n: usize) -> Self {
+        let inventory = format!("bench-{}", kind.short());
+        let consumer = match kind {
+            SinkKind::Sveltos => inventory.clone(),
+            _ => format!("bench-{}-consumer", kind.short()),
+        };
         Self {
+            kind,
             hub,
             members,
             n,
-            inventory: "bench-sveltos".to_string(),
+            inventory,
+            consumer,
             churn: Arc::new((0..n).map(|_| Mutex::new(None)).collect()),
         }
     }
@@ -78,24 +166,70 @@ impl SveltosScenario {
     fn churn_label(&self, i: usize) -> Option<String> {
         self.churn[i].lock().ok().and_then(|v| v.clone())
     }
+
+    /// Name of what the sink publishes (and the bench watches) for profile `i`.
+    fn published(&self, i: usize) -> String {
+        published_name(self.kind, &self.inventory, &Self::name(i))
+    }
+
+    /// The published credential Secrets, by profile index.
+    async fn credentials(&self) -> Result<BTreeMap<usize, Credential>> {
+        let secrets: Api<Secret> = Api::namespaced(self.hub.clone(), &self.consumer);
+        let listed = secrets
+            .list(
+                &ListParams::default()
+                    .labels(&format!("inventory-bridge.io/sink={}", self.kind.adapter())),
+            )
+            .await?
+            .items;
+        let mut found = BTreeMap::new();
+        for secret in listed {
+            let name = secret.metadata.name.clone().unwrap_or_default();
+            let profile = match self.kind {
+                SinkKind::Sveltos => name.strip_suffix("-sveltos-kubeconfig"),
+                SinkKind::ArgoCd => name
+                    .strip_prefix("cluster-")
+                    .and_then(|n| n.strip_prefix(self.inventory.as_str()))
+                    .and_then(|n| n.strip_prefix('-')),
+                SinkKind::Flux => name.strip_suffix("-kubeconfig"),
+            };
+            let Some(i) = profile.and_then(|p| profile_index(p, self.n)) else {
+                continue;
+            };
+            let credential = match self.kind {
+                SinkKind::Sveltos => secret
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.get("kubeconfig"))
+                    .and_then(|v| String::from_utf8(v.0.clone()).ok())
+                    .map(Credential::Kubeconfig),
+                SinkKind::ArgoCd => ArgoCluster::parse(secret)
+                    .ok()
+                    .map(|c| Credential::Argo(Box::new(c))),
+                SinkKind::Flux => FluxKubeconfig::parse(secret)
+                    .ok()
+                    .map(|f| Credential::Kubeconfig(f.kubeconfig)),
+            };
+            if let Some(credential) = credential {
+                found.insert(i, credential);
+            }
+        }
+        Ok(found)
+    }
 }
 
-fn env_of(i: usize) -> &'static str {
-    if i % 2 == 0 { "prod" } else { "staging" }
+/// What `kind` publishes for `profile` of `inventory` (default name templates).
+fn published_name(kind: SinkKind, inventory: &str, profile: &str) -> String {
+    match kind {
+        SinkKind::Sveltos => profile.to_string(),
+        SinkKind::ArgoCd => format!("cluster-{inventory}-{profile}"),
+        SinkKind::Flux => format!("{profile}-kubeconfig"),
+    }
 }
 
-/// The server a published kubeconfig points at (its only cluster).
-fn kubeconfig_server(kubeconfig: &str) -> Option<String> {
-    kubeconfig.lines().find_map(|line| {
-        line.trim()
-            .strip_prefix("server:")
-            .map(|s| s.trim().trim_matches('"').to_string())
-    })
-}
-
-impl Scenario for SveltosScenario {
+impl Scenario for SinkScenario {
     fn adapter(&self) -> &'static str {
-        "sveltos-sink"
+        self.kind.adapter()
     }
 
     fn role(&self) -> &'static str {
@@ -107,37 +241,61 @@ impl Scenario for SveltosScenario {
     }
 
     fn args(&self) -> Vec<String> {
-        vec![
+        let mut args = vec![
             format!("--inventory-namespace={}", self.inventory),
             "--identity=bench".to_string(),
-        ]
+        ];
+        match self.kind {
+            SinkKind::Sveltos => {}
+            SinkKind::ArgoCd => args.push(format!("--argocd-namespace={}", self.consumer)),
+            SinkKind::Flux => args.push(format!("--flux-namespace={}", self.consumer)),
+        }
+        args
     }
 
     fn watched(&self) -> (ApiResource, String) {
-        (sveltos_clusters(), self.inventory.clone())
+        let resource = match self.kind {
+            SinkKind::Sveltos => sveltos_clusters(),
+            _ => ApiResource::erase::<Secret>(&()),
+        };
+        (resource, self.consumer.clone())
     }
 
     fn check(&self) -> Check {
-        let (n, churn) = (self.n, self.churn.clone());
-        Arc::new(move |cluster: &Value| {
-            let Some(i) = cluster["metadata"]["name"]
+        let (kind, n, churn) = (self.kind, self.n, self.churn.clone());
+        let inventory = self.inventory.clone();
+        Arc::new(move |object: &Value| {
+            let labels = &object["metadata"]["labels"];
+            let Some(i) = labels["inventory-bridge.io/profile-name"]
                 .as_str()
-                .and_then(|name| name.strip_prefix("p-")?.parse::<usize>().ok())
-                .filter(|i| *i < n)
+                .or_else(|| object["metadata"]["name"].as_str())
+                .and_then(|name| profile_index(name, n))
             else {
                 return false;
             };
-            let labels = &cluster["metadata"]["labels"];
+            let profile = SinkScenario::name(i);
             let churned = churn[i].lock().ok().and_then(|v| v.clone());
-            cluster["spec"]["kubeconfigName"] == format!("{}-sveltos-kubeconfig", Self::name(i))
+            let own = match kind {
+                SinkKind::Sveltos => {
+                    object["spec"]["kubeconfigName"] == format!("{profile}-sveltos-kubeconfig")
+                }
+                SinkKind::ArgoCd => {
+                    labels["argocd.argoproj.io/secret-type"] == "cluster"
+                        && object["data"]["config"].is_string()
+                }
+                SinkKind::Flux => object["data"]["value"].is_string(),
+            };
+            object["metadata"]["name"] == published_name(kind, &inventory, &profile).as_str()
+                && own
                 && labels["env"] == env_of(i)
-                && labels["inventory-bridge.io/instance"] == "sveltos-sink"
+                && labels["inventory-bridge.io/instance"] == kind.adapter()
                 && labels[CHURN_LABEL].as_str() == churned.as_deref()
         })
     }
 
     async fn prepare(&self) -> Result<()> {
         ensure_namespace(&self.hub, &self.inventory).await?;
+        ensure_namespace(&self.hub, &self.consumer).await?;
         let secrets: Api<Secret> = Api::namespaced(self.hub.clone(), &self.inventory);
         let profiles = self.profiles();
         futures::stream::iter((0..self.n).map(|i| {
@@ -211,63 +369,41 @@ impl Scenario for SveltosScenario {
         Ok(())
     }
 
-    /// SveltosClusters right, their Secrets holding a kubeconfig for the profile's member, and
-    /// one published token per member accepted by that member as the sink's identity.
+    /// What the sink published is right, each credential names the profile's member, and one
+    /// credential per member is accepted by that member as the sink's own identity.
     async fn verify(&self) -> Result<usize> {
         let check = self.check();
-        let clusters: Api<DynamicObject> =
-            Api::namespaced_with(self.hub.clone(), &self.inventory, &sveltos_clusters());
-        let good_clusters: std::collections::BTreeSet<String> = clusters
+        let (resource, namespace) = self.watched();
+        let published: Api<DynamicObject> =
+            Api::namespaced_with(self.hub.clone(), &namespace, &resource);
+        let good: BTreeSet<String> = published
             .list(&ListParams::default())
             .await?
             .items
             .iter()
-            .filter_map(|c| serde_json::to_value(c).ok())
-            .filter(|c| check(c))
-            .filter_map(|c| c["metadata"]["name"].as_str().map(str::to_string))
+            .filter_map(|o| serde_json::to_value(o).ok())
+            .filter(|o| check(o))
+            .filter_map(|o| o["metadata"]["name"].as_str().map(str::to_string))
             .collect();
-        let secrets: Api<Secret> = Api::namespaced(self.hub.clone(), &self.inventory);
-        let published = secrets
-            .list(&ListParams::default().labels("inventory-bridge.io/sink=sveltos-sink"))
-            .await?
-            .items;
+        let identity = format!(
+            "system:serviceaccount:inventory-bridge:inventory-bridge-{}",
+            self.kind.adapter()
+        );
         let mut verified = 0;
-        let mut sampled = std::collections::BTreeSet::new();
-        for secret in &published {
-            let Some(profile) = secret
-                .metadata
-                .name
-                .as_deref()
-                .and_then(|n| n.strip_suffix("-sveltos-kubeconfig"))
-            else {
-                continue;
-            };
-            let Some(i) = profile
-                .strip_prefix("p-")
-                .and_then(|i| i.parse::<usize>().ok())
-            else {
-                continue;
-            };
-            let Some(kubeconfig) = secret
-                .data
-                .as_ref()
-                .and_then(|d| d.get("kubeconfig"))
-                .and_then(|v| String::from_utf8(v.0.clone()).ok())
-            else {
-                continue;
-            };
+        let mut sampled = BTreeSet::new();
+        for (i, credential) in self.credentials().await? {
             let member = self.member(i);
-            if kubeconfig_server(&kubeconfig).as_deref() != Some(member.server.as_str())
-                || !good_clusters.contains(profile)
+            if !good.contains(&self.published(i))
+                || credential.server().as_deref() != Some(member.server.as_str())
             {
                 continue;
             }
             if sampled.insert(member.server.clone()) {
-                let client = crate::controlplane::client_from_kubeconfig_yaml(&kubeconfig).await?;
-                let user = crate::sinks::whoami(&client).await?;
-                if user != crate::sveltos_member_username() {
+                let user = credential.whoami().await?;
+                if user != identity {
                     return Err(format!(
-                        "the token published for {profile} authenticates as {user}"
+                        "the credential {} published for p-{i:05} authenticates as {user}",
+                        self.kind.adapter()
                     )
                     .into());
                 }
@@ -283,7 +419,7 @@ impl Scenario for SveltosScenario {
             *label = Some(value.clone());
         }
         (
-            Self::name(index),
+            self.published(index),
             Expect::Label(CHURN_LABEL.to_string(), value),
         )
     }
@@ -300,117 +436,141 @@ impl Scenario for SveltosScenario {
         Ok(())
     }
 
-    /// What the sink must do at least, in a tight loop: per member once its identity (namespace,
-    /// ServiceAccount, ClusterRole, ClusterRoleBinding); per profile one TokenRequest on the
-    /// member and server-side applies of the kubeconfig Secret and the SveltosCluster on the
-    /// hub, with the sink's default concurrency.
     async fn floor(&self) -> Result<Duration> {
-        let floor = "bench-sveltos-floor";
-        ensure_namespace(&self.hub, floor).await?;
-        let start = Instant::now();
-        let params = PatchParams::apply("bench-floor").force();
-        let mut members = Vec::new();
-        for member in &self.members {
-            let client =
-                crate::controlplane::client_from_kubeconfig_yaml(&member.kubeconfig).await?;
-            ensure_namespace(&client, FLOOR_IDENTITY).await?;
-            let rules = adapters::member::defaults::rules_of("sveltos-sink").unwrap_or_default();
-            let apply = |resource: ApiResource, namespaced: bool, object: Value| {
-                let client = client.clone();
-                let params = params.clone();
-                async move {
-                    let api: Api<DynamicObject> = if namespaced {
-                        Api::namespaced_with(client, FLOOR_IDENTITY, &resource)
-                    } else {
-                        Api::all_with(client, &resource)
-                    };
-                    api.patch(FLOOR_IDENTITY, &params, &Patch::Apply(&object))
-                        .await?;
-                    Ok::<_, crate::BoxError>(())
-                }
+        sink_floor(self).await
+    }
+}
+
+/// What a sink must do at least, in a tight loop: per member once its identity (namespace,
+/// ServiceAccount, ClusterRole, ClusterRoleBinding); per profile one TokenRequest on the member
+/// and a server-side apply of each published object on the hub, with the sinks' default
+/// concurrency and admin clients like theirs.
+async fn sink_floor(scenario: &SinkScenario) -> Result<Duration> {
+    let floor = format!("bench-{}-floor", scenario.kind.short());
+    ensure_namespace(&scenario.hub, &floor).await?;
+    let start = Instant::now();
+    let params = PatchParams::apply("bench-floor").force();
+    let mut accounts = Vec::new();
+    for member in &scenario.members {
+        let client = client_from_kubeconfig_yaml(&member.kubeconfig).await?;
+        accounts.push(floor_identity(&client, scenario.kind, &params).await?);
+    }
+    let secrets: Api<DynamicObject> = Api::namespaced_with(
+        scenario.hub.clone(),
+        &floor,
+        &ApiResource::erase::<Secret>(&()),
+    );
+    let clusters: Api<DynamicObject> =
+        Api::namespaced_with(scenario.hub.clone(), &floor, &sveltos_clusters());
+    futures::stream::iter((0..scenario.n).map(|i| {
+        let (accounts, secrets, clusters, params, floor) =
+            (&accounts, &secrets, &clusters, &params, &floor);
+        async move {
+            let request = TokenRequest {
+                spec: Some(TokenRequestSpec {
+                    expiration_seconds: Some(24 * 3600),
+                    ..TokenRequestSpec::default()
+                }),
+                ..TokenRequest::default()
             };
-            apply(
-                ApiResource::erase::<k8s_openapi::api::core::v1::ServiceAccount>(&()),
-                true,
-                json!({"apiVersion": "v1", "kind": "ServiceAccount",
-                       "metadata": {"name": FLOOR_IDENTITY, "namespace": FLOOR_IDENTITY}}),
-            )
-            .await?;
-            apply(
-                ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRole>(&()),
-                false,
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                       "metadata": {"name": FLOOR_IDENTITY}, "rules": rules}),
-            )
-            .await?;
-            apply(
-                ApiResource::erase::<k8s_openapi::api::rbac::v1::ClusterRoleBinding>(&()),
-                false,
-                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
-                       "metadata": {"name": FLOOR_IDENTITY},
-                       "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FLOOR_IDENTITY},
-                       "subjects": [{"kind": "ServiceAccount", "name": FLOOR_IDENTITY, "namespace": FLOOR_IDENTITY}]}),
-            )
-            .await?;
-            members.push(
-                Api::<k8s_openapi::api::core::v1::ServiceAccount>::namespaced(
-                    client,
-                    FLOOR_IDENTITY,
-                ),
+            let minted: TokenRequest = accounts[i % accounts.len()]
+                .create_subresource("token", FLOOR_IDENTITY, &PostParams::default(), &request)
+                .await?;
+            let token = minted.status.and_then(|s| s.token).unwrap_or_default();
+            let member = scenario.member(i);
+            let ca = BASE64.encode(&member.ca_pem);
+            let kubeconfig = format!(
+                "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
+                member.server
             );
-        }
-        let secrets: Api<DynamicObject> =
-            Api::namespaced_with(self.hub.clone(), floor, &ApiResource::erase::<Secret>(&()));
-        let clusters: Api<DynamicObject> =
-            Api::namespaced_with(self.hub.clone(), floor, &sveltos_clusters());
-        futures::stream::iter((0..self.n).map(|i| {
-            let (members, secrets, clusters, params) = (&members, &secrets, &clusters, &params);
-            async move {
-                let accounts = &members[i % members.len()];
-                let request = TokenRequest {
-                    spec: Some(TokenRequestSpec {
-                        expiration_seconds: Some(24 * 3600),
-                        ..TokenRequestSpec::default()
-                    }),
-                    ..TokenRequest::default()
-                };
-                let minted: TokenRequest = accounts
-                    .create_subresource("token", FLOOR_IDENTITY, &PostParams::default(), &request)
-                    .await?;
-                let token = minted.status.and_then(|s| s.token).unwrap_or_default();
-                let member = self.member(i);
-                let kubeconfig = format!(
-                    "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
-                    member.server,
-                    BASE64.encode(&member.ca_pem)
-                );
-                let name = Self::name(i);
-                let secret_name = format!("{name}-sveltos-kubeconfig");
-                let labels = json!({"env": env_of(i), "inventory-bridge.io/sink": "bench-floor"});
-                secrets
-                    .patch(
-                        &secret_name,
-                        params,
-                        &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
-                            "metadata": {"name": secret_name, "namespace": floor, "labels": labels},
-                            "type": "Opaque", "data": {"kubeconfig": BASE64.encode(kubeconfig)}})),
+            let profile = SinkScenario::name(i);
+            let labels = json!({"env": env_of(i), "inventory-bridge.io/sink": "bench-floor"});
+            let (secret_name, data) = match scenario.kind {
+                SinkKind::Sveltos => (
+                    format!("{profile}-sveltos-kubeconfig"),
+                    json!({"kubeconfig": BASE64.encode(&kubeconfig)}),
+                ),
+                SinkKind::ArgoCd => {
+                    let config = json!({"bearerToken": token,
+                        "tlsClientConfig": {"insecure": false, "caData": ca}});
+                    (
+                        format!("cluster-{floor}-{profile}"),
+                        json!({"name": BASE64.encode(&profile),
+                               "server": BASE64.encode(&member.server),
+                               "config": BASE64.encode(config.to_string())}),
                     )
-                    .await?;
+                }
+                SinkKind::Flux => (
+                    format!("{profile}-kubeconfig"),
+                    json!({"value": BASE64.encode(&kubeconfig)}),
+                ),
+            };
+            secrets
+                .patch(
+                    &secret_name,
+                    params,
+                    &Patch::Apply(json!({"apiVersion": "v1", "kind": "Secret",
+                        "metadata": {"name": secret_name, "namespace": floor, "labels": labels},
+                        "type": "Opaque", "data": data})),
+                )
+                .await?;
+            if scenario.kind == SinkKind::Sveltos {
                 clusters
                     .patch(
-                        &name,
+                        &profile,
                         params,
                         &Patch::Apply(json!({"apiVersion": "lib.projectsveltos.io/v1beta1", "kind": "SveltosCluster",
-                            "metadata": {"name": name, "namespace": floor, "labels": labels},
+                            "metadata": {"name": profile, "namespace": floor, "labels": labels},
                             "spec": {"kubeconfigName": secret_name, "kubeconfigKeyName": "kubeconfig"}})),
                     )
                     .await?;
-                Ok::<_, crate::BoxError>(())
             }
-        }))
-        .buffer_unordered(SINK_CONCURRENCY)
-        .try_collect::<Vec<()>>()
+            Ok::<_, crate::BoxError>(())
+        }
+    }))
+    .buffer_unordered(SINK_CONCURRENCY)
+    .try_collect::<Vec<()>>()
+    .await?;
+    Ok(start.elapsed())
+}
+
+/// The floor's member identity on one member (with the sink's default rules); returns the API of
+/// its ServiceAccount.
+async fn floor_identity(
+    client: &kube::Client,
+    kind: SinkKind,
+    params: &PatchParams,
+) -> Result<Api<ServiceAccount>> {
+    ensure_namespace(client, FLOOR_IDENTITY).await?;
+    let rules = adapters::member::defaults::rules_of(kind.adapter()).unwrap_or_default();
+    let accounts: Api<ServiceAccount> = Api::namespaced(client.clone(), FLOOR_IDENTITY);
+    accounts
+        .patch(
+            FLOOR_IDENTITY,
+            params,
+            &Patch::Apply(json!({"apiVersion": "v1", "kind": "ServiceAccount",
+                "metadata": {"name": FLOOR_IDENTITY, "namespace": FLOOR_IDENTITY}})),
+        )
         .await?;
-        Ok(start.elapsed())
-    }
+    Api::<ClusterRole>::all(client.clone())
+        .patch(
+            FLOOR_IDENTITY,
+            params,
+            &Patch::Apply(
+                json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                "metadata": {"name": FLOOR_IDENTITY}, "rules": rules}),
+            ),
+        )
+        .await?;
+    Api::<ClusterRoleBinding>::all(client.clone())
+        .patch(
+            FLOOR_IDENTITY,
+            params,
+            &Patch::Apply(json!({"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRoleBinding",
+                "metadata": {"name": FLOOR_IDENTITY},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": FLOOR_IDENTITY},
+                "subjects": [{"kind": "ServiceAccount", "name": FLOOR_IDENTITY, "namespace": FLOOR_IDENTITY}]})),
+        )
+        .await?;
+    Ok(accounts)
 }
