@@ -101,6 +101,7 @@ async fn a_small_bench_reports_every_figure_and_its_invariants_hold() {
         assert!(a.churn.changes > 0, "{name}: no churn");
         assert_eq!(a.churn.missed, 0, "{name}: churn changes never seen");
         assert_eq!(a.churn.observed, a.churn.changes);
+        assert!(a.churn.settled, "{name}: not exactly right after churn");
         // The process was measured.
         assert!(a.process.at_convergence.peak_rss_mib > 0.0);
         assert!(a.process.at_end.cpu_seconds > 0.0);

@@ -146,6 +146,10 @@ pub async fn measure<S: Scenario>(
         "bench {name}: churn p50 {:.0} ms, p99 {:.0} ms, {} missed",
         report.churn.p50_ms, report.churn.p99_ms, report.churn.missed
     );
+    // Let any churn backlog finish, so the restart below measures the restart alone.
+    let settling = Instant::now();
+    report.churn.settled = settle(scenario, convergence_timeout(n)).await?;
+    report.churn.settled_seconds = secs(settling.elapsed());
     report.process.at_end = proc_stats(pid)?;
     report.process.cpu_ms_per_object =
         report.process.at_convergence.cpu_seconds * 1000.0 / n.max(1) as f64;
@@ -219,7 +223,23 @@ async fn churn<S: Scenario>(scenario: &S, tracker: &Tracker, settings: &Settings
         p50_ms: quantile_ms(&delays, 0.50).round(),
         p99_ms: quantile_ms(&delays, 0.99).round(),
         max_ms: quantile_ms(&delays, 1.0).round(),
+        settled: false,
+        settled_seconds: 0.0,
     })
+}
+
+/// Wait (bounded) until every output is exactly right again; whether it was.
+async fn settle<S: Scenario>(scenario: &S, timeout: Duration) -> Result<bool> {
+    let start = Instant::now();
+    loop {
+        if scenario.verify().await? >= scenario.size() {
+            return Ok(true);
+        }
+        if start.elapsed() > timeout {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
 }
 
 /// Start the adapter again after its kill: time to `/readyz`, time until writes stop, what it

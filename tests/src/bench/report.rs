@@ -97,6 +97,11 @@ pub struct Churn {
     pub p99_ms: f64,
     /// Longest delay.
     pub max_ms: f64,
+    /// Whether every output was exactly right again after the window (checked before the
+    /// restart, so the restart measures only itself).
+    pub settled: bool,
+    /// From the end of the delay measurement (window + at most 30 s) until then (seconds).
+    pub settled_seconds: f64,
 }
 
 /// The adapter process.
