@@ -97,7 +97,11 @@ fn profile_index(name: &str, n: usize) -> Option<usize> {
 }
 
 fn env_of(i: usize) -> &'static str {
-    if i % 2 == 0 { "prod" } else { "staging" }
+    if i.is_multiple_of(2) {
+        "prod"
+    } else {
+        "staging"
+    }
 }
 
 /// The server a kubeconfig points at (its only cluster).

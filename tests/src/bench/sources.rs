@@ -61,7 +61,7 @@ impl Expected {
     /// Plan visit `visit` of input `i`: even visits set a new label value, odd ones flip
     /// availability.
     fn plan(&self, i: usize, visit: usize, n: usize) -> Expect {
-        if visit % 2 == 0 {
+        if visit.is_multiple_of(2) {
             let value = format!("c{}", visit * n + i);
             if let Ok(mut label) = self.churn[i].lock() {
                 *label = Some(value.clone());
@@ -127,7 +127,11 @@ fn version_of(i: usize) -> String {
 }
 
 fn env_of(i: usize) -> &'static str {
-    if i % 2 == 0 { "prod" } else { "staging" }
+    if i.is_multiple_of(2) {
+        "prod"
+    } else {
+        "staging"
+    }
 }
 
 async fn for_each_index<F, Fut>(n: usize, concurrency: usize, f: F) -> Result<()>
@@ -387,7 +391,7 @@ impl Scenario for OcmScenario {
     async fn apply_change(&self, index: usize, visit: usize) -> Result<()> {
         let clusters = self.clusters();
         let name = self.name(index);
-        if visit % 2 == 0 {
+        if visit.is_multiple_of(2) {
             let value = self.expected.churn_label(index);
             clusters
                 .patch(
@@ -594,7 +598,7 @@ impl Scenario for CapiScenario {
     async fn apply_change(&self, index: usize, visit: usize) -> Result<()> {
         let clusters = self.clusters();
         let name = self.name(index);
-        if visit % 2 == 0 {
+        if visit.is_multiple_of(2) {
             let value = self.expected.churn_label(index);
             clusters
                 .patch(
