@@ -36,6 +36,12 @@ test: lint controlplane helm-quiet ## Everything: lint, unit tests, and integrat
 	$(CARGO) build --workspace --bins --locked
 	$(CARGO) test --workspace --locked
 
+BENCH_ARGS ?=
+.PHONY: bench
+bench: controlplane ## Scale benchmark (release build, ~15 min): table + target/bench/bench.json; BENCH_ARGS="--sources 10000"
+	$(CARGO) build --release --workspace --bins --locked
+	target/release/bench $(BENCH_ARGS)
+
 .PHONY: helm-quiet
 helm-quiet: toolchain
 	@bash tests/helm/build.sh >/dev/null

@@ -45,3 +45,63 @@ pub async fn request_count_with_code(
         .sum();
     Ok(total as u64)
 }
+
+/// One kind of request as `apiserver_request_total` labels it: verb and resource (with its
+/// subresource, e.g. `serviceaccounts/token`).
+pub type RequestKind = (String, String);
+
+/// Every resource request served so far, summed over codes, scopes and versions, by
+/// [`RequestKind`]. Non-resource requests (`/metrics`, `/readyz`) are left out.
+pub async fn request_breakdown(
+    client: &kube::Client,
+) -> Result<std::collections::BTreeMap<RequestKind, u64>> {
+    let request = http::Request::get("/metrics").body(Vec::new())?;
+    let text = client.request_text(request).await?;
+    let mut totals = std::collections::BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|line| line.starts_with("apiserver_request_total{"))
+    {
+        let Some((labels, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        // `resource` is also the tail of `subresource`: match whole label names only.
+        let label = |name: &str| -> String {
+            labels
+                .split(['{', ','])
+                .find_map(|pair| pair.strip_prefix(name)?.strip_prefix("=\""))
+                .and_then(|rest| rest.split_once('"'))
+                .map(|(value, _)| value.to_string())
+                .unwrap_or_default()
+        };
+        let resource = label("resource");
+        if resource.is_empty() {
+            continue;
+        }
+        let subresource = label("subresource");
+        let resource = if subresource.is_empty() {
+            resource
+        } else {
+            format!("{resource}/{subresource}")
+        };
+        *totals.entry((label("verb"), resource)).or_insert(0) += value as u64;
+    }
+    Ok(totals)
+}
+
+/// Requests in `after` not yet in `before` (kinds that did not grow are left out).
+pub fn breakdown_delta(
+    before: &std::collections::BTreeMap<RequestKind, u64>,
+    after: &std::collections::BTreeMap<RequestKind, u64>,
+) -> std::collections::BTreeMap<RequestKind, u64> {
+    after
+        .iter()
+        .filter_map(|(kind, count)| {
+            let grown = count.saturating_sub(before.get(kind).copied().unwrap_or(0));
+            (grown > 0).then(|| (kind.clone(), grown))
+        })
+        .collect()
+}

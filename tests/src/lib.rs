@@ -13,6 +13,7 @@
 
 pub mod adapter_process;
 pub mod apiserver_metrics;
+pub mod bench;
 pub mod binary;
 pub mod controlplane;
 pub mod crds;

@@ -1,0 +1,185 @@
+//! `make bench`: how each adapter's cost grows with the fleet, measured against real control
+//! planes with the adapters as real processes (release build).
+//!
+//! For each adapter: cold convergence of N inputs created before it starts, as a ratio to a floor
+//! (the same minimal API work in a tight loop, measured in the same run); requests per object by
+//! verb and resource from the apiservers' own `apiserver_request_total`; writes during a quiet
+//! window; churn delays; peak RSS and CPU from `/proc`; kill -9 and restart. See
+//! [`phases`] for the sequence, [`sources`] and [`sinks`] for the workloads.
+
+pub mod observe;
+pub mod phases;
+pub mod report;
+pub mod sinks;
+pub mod sources;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use crate::fleet::Fleet;
+use crate::{ForeignCrd, Result, install_crd, install_crds};
+use observe::Counters;
+use phases::{Settings, measure};
+pub use report::Report;
+use sinks::{SinkKind, SinkScenario};
+
+/// The adapters the bench knows, in the order it runs them.
+pub const ADAPTERS: &[&str] = &[
+    "ocm-source",
+    "capi-source",
+    "sveltos-sink",
+    "argocd-sink",
+    "flux-sink",
+];
+
+/// What to run.
+#[derive(Clone, Debug)]
+pub struct Options {
+    /// Source objects per source adapter.
+    pub sources: usize,
+    /// Profiles for each sink.
+    pub sinks: usize,
+    /// Member control planes.
+    pub members: usize,
+    /// Quiet window after convergence.
+    pub quiet: Duration,
+    /// Churn changes per second.
+    pub churn_rate: f64,
+    /// Churn window.
+    pub churn_window: Duration,
+    /// No write for this long after a restart means quiet.
+    pub settle: Duration,
+    /// Which adapters (default: all of [`ADAPTERS`]).
+    pub adapters: Vec<String>,
+    /// Directory of the adapter binaries.
+    pub adapter_dir: PathBuf,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            sources: 1000,
+            sinks: 1000,
+            members: 3,
+            quiet: Duration::from_secs(60),
+            churn_rate: 20.0,
+            churn_window: Duration::from_secs(60),
+            settle: Duration::from_secs(5),
+            adapters: ADAPTERS.iter().map(|a| a.to_string()).collect(),
+            adapter_dir: PathBuf::from("target/release"),
+        }
+    }
+}
+
+/// A member control plane as the workloads need it.
+#[derive(Clone, Debug)]
+pub struct Member {
+    /// `https://127.0.0.1:<port>`.
+    pub server: String,
+    /// CA (PEM).
+    pub ca_pem: String,
+    /// Admin kubeconfig (what Cluster API would write into `<cluster>-kubeconfig`).
+    pub kubeconfig: String,
+    /// UID of `kube-system`.
+    pub uid: String,
+}
+
+/// CPU model, CPU count and memory of this machine.
+pub fn machine() -> String {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")?
+                .split_once(':')
+                .map(|(_, m)| m.trim())
+        })
+        .unwrap_or("unknown CPU")
+        .to_string();
+    let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_default()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("MemTotal:")?
+                .split_whitespace()
+                .next()?
+                .parse::<f64>()
+                .ok()
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!("{cpus} CPUs ({model}), {memory_gib:.0} GiB")
+}
+
+/// Start a hub and the members, run every chosen adapter's phases, return the report.
+pub async fn run(options: &Options) -> Result<Report> {
+    eprintln!("bench: starting a hub and {} member(s)...", options.members);
+    let fleet = Fleet::start(options.members).await?;
+    let hub = fleet.hub.client().await?;
+    install_crd(&hub, adapters::crd::cluster_profile_crd()).await?;
+    let foreign: Vec<ForeignCrd> = ForeignCrd::ALL
+        .into_iter()
+        .filter(|crd| *crd != ForeignCrd::ClusterProfile)
+        .collect();
+    install_crds(&hub, &foreign).await?;
+    let mut members = Vec::new();
+    let mut member_clients = Vec::new();
+    for member in &fleet.members {
+        members.push(Member {
+            server: member.server(),
+            ca_pem: member.ca_pem().to_string(),
+            kubeconfig: member.admin_kubeconfig_yaml(),
+            uid: member.kube_system_uid().await?,
+        });
+        member_clients.push(member.client().await?);
+    }
+    let counters = Counters::new(hub.clone(), member_clients);
+    let settings = Settings {
+        quiet: options.quiet,
+        churn_rate: options.churn_rate,
+        churn_window: options.churn_window,
+        settle: options.settle,
+        adapter_dir: options.adapter_dir.clone(),
+    };
+    let mut report = Report {
+        machine: machine(),
+        settings: BTreeMap::from([
+            ("sources".to_string(), options.sources.to_string()),
+            ("sinks".to_string(), options.sinks.to_string()),
+            ("members".to_string(), options.members.to_string()),
+            (
+                "quiet_seconds".to_string(),
+                options.quiet.as_secs_f64().to_string(),
+            ),
+            ("churn_rate".to_string(), options.churn_rate.to_string()),
+            (
+                "churn_seconds".to_string(),
+                options.churn_window.as_secs_f64().to_string(),
+            ),
+        ]),
+        adapters: Vec::new(),
+    };
+    let wanted = |name: &str| options.adapters.iter().any(|a| a == name);
+    if wanted("ocm-source") {
+        let scenario = sources::OcmScenario::new(hub.clone(), fleet.hub.ca_pem(), options.sources);
+        report
+            .adapters
+            .push(measure(&scenario, &fleet.hub, &counters, &settings).await?);
+    }
+    if wanted("capi-source") {
+        let scenario = sources::CapiScenario::new(hub.clone(), members.clone(), options.sources);
+        report
+            .adapters
+            .push(measure(&scenario, &fleet.hub, &counters, &settings).await?);
+    }
+    for kind in [SinkKind::Sveltos, SinkKind::ArgoCd, SinkKind::Flux] {
+        if wanted(kind.adapter()) {
+            let scenario = SinkScenario::new(kind, hub.clone(), members.clone(), options.sinks);
+            report
+                .adapters
+                .push(measure(&scenario, &fleet.hub, &counters, &settings).await?);
+        }
+    }
+    Ok(report)
+}
