@@ -72,6 +72,18 @@ struct Health {
     last_error: Option<Instant>,
     /// A controller whose stream ended while the process was not stopping.
     ended: Option<&'static str>,
+    /// Readiness as leadership and cache sync see it; `/readyz` also needs working watches.
+    leader_ready: bool,
+}
+
+impl Health {
+    /// Watches are failing now: an error streak whose latest error is recent.
+    fn watches_failing(&self) -> bool {
+        self.streak_since.is_some()
+            && self
+                .last_error
+                .is_some_and(|last| last.elapsed() < ERROR_STREAK_GAP)
+    }
 }
 
 /// The core metrics. Adapters add their own to [`Metrics::registry_mut`] before serving.
@@ -190,7 +202,23 @@ impl Metrics {
     }
 
     pub(crate) fn set_ready(&self, ready: bool) {
-        self.ready.set(i64::from(ready));
+        if let Ok(mut health) = self.health.lock() {
+            health.leader_ready = ready;
+            self.publish_ready(&health);
+        }
+    }
+
+    fn publish_ready(&self, health: &Health) {
+        self.ready
+            .set(i64::from(health.leader_ready && !health.watches_failing()));
+    }
+
+    /// Whether the watches are failing right now (the hub is out of reach or refuses us): such a
+    /// replica is not ready, whatever it holds in its caches, until a watch makes progress again.
+    pub fn watches_failing(&self) -> bool {
+        self.health
+            .lock()
+            .map_or(true, |health| health.watches_failing())
     }
 
     /// Log, count and track one item of a controller's output stream: watch errors are warned
@@ -234,6 +262,7 @@ impl Metrics {
             let now = Instant::now();
             health.streak_since.get_or_insert(now);
             health.last_error = Some(now);
+            self.publish_ready(&health);
         }
     }
 
@@ -243,6 +272,7 @@ impl Metrics {
             && health.streak_since.is_some()
         {
             health.streak_since = None;
+            self.publish_ready(&health);
         }
     }
 
@@ -320,8 +350,17 @@ mod tests {
         metrics.set_liveness_stall(Duration::from_millis(50));
         assert!(metrics.liveness().is_ok(), "a quiet start is alive");
         let err = kube::runtime::watcher::Error::NoResourceVersion;
+        metrics.set_ready(true);
+        assert!(!metrics.watches_failing());
         metrics.watch_error(&err);
         assert!(metrics.liveness().is_ok(), "a fresh error is not a stall");
+        assert!(metrics.watches_failing(), "but it is not ready");
+        assert!(
+            metrics
+                .encode()
+                .unwrap()
+                .contains("inventory_bridge_ready{adapter=\"t\"} 0")
+        );
         std::thread::sleep(Duration::from_millis(80));
         metrics.watch_error(&err);
         assert!(
@@ -330,6 +369,13 @@ mod tests {
         );
         metrics.watch_progress();
         assert!(metrics.liveness().is_ok(), "progress heals");
+        assert!(!metrics.watches_failing(), "and makes it ready again");
+        assert!(
+            metrics
+                .encode()
+                .unwrap()
+                .contains("inventory_bridge_ready{adapter=\"t\"} 1")
+        );
         let text = metrics.encode().unwrap();
         assert!(
             text.contains(

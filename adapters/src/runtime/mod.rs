@@ -142,8 +142,13 @@ impl Readiness {
         self.publish();
     }
 
-    /// Whether `/readyz` answers OK.
+    /// Whether `/readyz` answers OK: a standby, or a leader whose caches hold a full list; and
+    /// in both cases watches that work (during a hub outage nobody is ready, so it shows).
     pub fn is_ready(&self) -> bool {
+        self.leader_ready() && !self.metrics.watches_failing()
+    }
+
+    fn leader_ready(&self) -> bool {
         !self.leading.load(Ordering::SeqCst) || self.synced.load(Ordering::SeqCst)
     }
 
@@ -154,7 +159,7 @@ impl Readiness {
     }
 
     fn publish(&self) {
-        self.metrics.set_ready(self.is_ready());
+        self.metrics.set_ready(self.leader_ready());
     }
 }
 

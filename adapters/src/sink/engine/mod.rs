@@ -383,13 +383,22 @@ impl<S: Sink> Engine<S> {
             sink.claims(&o.metadata, &SinkConfig { namespace })
         });
         let (member_index, claim_index) = (members.clone(), claims.clone());
+        let progress = self.metrics.clone();
         let profiles = watcher(api, config)
+            // What `Controller::new` would add: retry a failing list/watch with backoff, not in
+            // a tight loop while the hub is down.
+            .default_backoff()
             // Nothing here reads managedFields (the finalizer apply sends its own patch).
             .modify(|o: &mut DynamicObject| o.metadata.managed_fields = None)
             .reflect(writer)
             .inspect(move |event| {
                 member_index.observe(event);
                 claim_index.observe(event);
+                // Any event (a relist included) shows the watch works: it ends an error streak,
+                // also when the inventory is empty and nothing gets reconciled.
+                if event.is_ok() {
+                    progress.watch_progress();
+                }
             })
             .applied_objects();
         let controller = Controller::for_stream_with(profiles, store.clone(), resource)
