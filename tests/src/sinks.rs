@@ -598,8 +598,14 @@ impl ArgoCluster {
     /// A client built the way Argo CD builds one from this Secret (server, bearer token, CA,
     /// server name).
     pub async fn client(&self) -> Result<Client> {
+        crate::controlplane::client_from_kubeconfig_yaml(&self.kubeconfig()).await
+    }
+
+    /// The kubeconfig Argo CD's view of this Secret amounts to: server, CA, server name and
+    /// bearer token, named after the cluster's `name`.
+    pub fn kubeconfig(&self) -> String {
         let tls = &self.config.tls_client_config;
-        let mut cluster = json!({ "server": self.data["server"] });
+        let mut cluster = json!({ "server": self.data.get("server") });
         if let Some(ca) = &tls.ca_data {
             // Both formats carry base64 of the PEM bundle.
             cluster["certificate-authority-data"] = json!(ca);
@@ -607,14 +613,15 @@ impl ArgoCluster {
         if let Some(name) = &tls.server_name {
             cluster["tls-server-name"] = json!(name);
         }
+        let name = self.data.get("name").map_or("argocd", String::as_str);
         let kubeconfig = json!({
             "apiVersion": "v1", "kind": "Config",
-            "clusters": [{"name": "c", "cluster": cluster}],
-            "users": [{"name": "u", "user": {"token": self.config.bearer_token}}],
-            "contexts": [{"name": "c", "context": {"cluster": "c", "user": "u"}}],
-            "current-context": "c",
+            "clusters": [{"name": name, "cluster": cluster}],
+            "users": [{"name": "argocd-sink", "user": {"token": self.config.bearer_token}}],
+            "contexts": [{"name": name, "context": {"cluster": name, "user": "argocd-sink"}}],
+            "current-context": name,
         });
-        crate::controlplane::client_from_kubeconfig_yaml(&kubeconfig.to_string()).await
+        serde_json::to_string_pretty(&kubeconfig).unwrap_or_else(|_| kubeconfig.to_string())
     }
 
     /// The Secret's labels.

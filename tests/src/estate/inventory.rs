@@ -15,7 +15,6 @@ use k8s_openapi::api::events::v1::Event;
 use kube::ResourceExt;
 use kube::api::{Api, DynamicObject, ListParams};
 use kube::core::{ApiResource, GroupVersionKind};
-use serde_json::{Value, json};
 
 use super::{Estate, EstateCluster, INVENTORY, Manager, SINKS, short_id};
 use crate::Result;
@@ -389,26 +388,8 @@ fn kubeconfig_of(sink: &str, secret: &Secret) -> Result<String> {
     match sink {
         "sveltos-sink" => text("kubeconfig"),
         "flux-sink" => text("value"),
-        _ => {
-            // Argo CD's cluster Secret: server + config (bearer token, CA), as Argo CD reads it.
-            let server = text("server")?;
-            let config: Value = serde_json::from_str(&text("config")?)?;
-            let mut cluster = json!({"server": server});
-            if let Some(ca) = config["tlsClientConfig"]["caData"].as_str() {
-                cluster["certificate-authority-data"] = json!(ca);
-            }
-            if let Some(name) = config["tlsClientConfig"]["serverName"].as_str() {
-                cluster["tls-server-name"] = json!(name);
-            }
-            let name = text("name").unwrap_or_else(|_| "argocd".into());
-            Ok(serde_json::to_string_pretty(&json!({
-                "apiVersion": "v1", "kind": "Config",
-                "clusters": [{"name": name, "cluster": cluster}],
-                "users": [{"name": "argocd-sink", "user": {"token": config["bearerToken"]}}],
-                "contexts": [{"name": name, "context": {"cluster": name, "user": "argocd-sink"}}],
-                "current-context": name,
-            }))?)
-        }
+        // Argo CD's cluster Secret: server + config (bearer token, CA), as Argo CD reads it.
+        _ => Ok(crate::sinks::ArgoCluster::parse(secret.clone())?.kubeconfig()),
     }
 }
 
