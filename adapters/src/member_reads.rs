@@ -75,9 +75,11 @@ struct ReadLabels {
     result: &'static str,
 }
 
+/// What is remembered of one member. Not its client: a client holds a TLS configuration and an
+/// idle connection pool (tens of KiB each), and a member is read once per refresh interval, so
+/// keeping a thousand of them idle would cost more memory than everything else the source keeps.
 struct Entry {
     fingerprint: String,
-    client: Option<kube::Client>,
     facts: Option<MemberFacts>,
     failure: Option<MemberReadFailure>,
     failures: u32,
@@ -136,14 +138,13 @@ impl MemberReader {
     /// stale, the backoff after a failure has elapsed, or the kubeconfig changed.
     pub async fn read(&self, key: &str, kubeconfig: &SecretKubeconfig) -> MemberRead {
         let now = Instant::now();
-        let (client, failures) = {
+        let failures = {
             let Ok(mut entries) = self.entries.lock() else {
                 return MemberRead::default();
             };
             entries.retain(|_, e| now.duration_since(e.last_used) < EVICT_AFTER);
             let entry = entries.entry(key.to_string()).or_insert_with(|| Entry {
                 fingerprint: String::new(),
-                client: None,
                 facts: None,
                 failure: None,
                 failures: 0,
@@ -152,10 +153,9 @@ impl MemberReader {
             });
             entry.last_used = now;
             if entry.fingerprint != kubeconfig.fingerprint() {
-                // Rotated (or new): new client, read now. Facts stay until the new read says
-                // otherwise, so a rotation does not blank the profile.
+                // Rotated (or new): read now. Facts stay until the new read says otherwise, so a
+                // rotation does not blank the profile.
                 entry.fingerprint = kubeconfig.fingerprint().to_string();
-                entry.client = None;
                 entry.failures = 0;
                 entry.next_read = now;
             }
@@ -166,25 +166,15 @@ impl MemberReader {
                     retry_in: entry.next_read - now,
                 };
             }
-            (entry.client.clone(), entry.failures)
+            entry.failures
         };
 
-        let result = match client {
-            Some(client) => Ok(client),
-            None => kubeconfig
-                .client(self.settings.timeout)
-                .await
-                .map_err(|err| MemberReadFailure {
-                    category: err.category(),
-                    message: format!("the kubeconfig {err}"),
-                }),
-        };
-        let (client, outcome) = match result {
-            Ok(client) => {
-                let outcome = read_member(&client).await;
-                (Some(client), outcome)
-            }
-            Err(failure) => (None, Err(failure)),
+        let outcome = match kubeconfig.client(self.settings.timeout).await {
+            Ok(client) => read_member(&client).await,
+            Err(err) => Err(MemberReadFailure {
+                category: err.category(),
+                message: format!("the kubeconfig {err}"),
+            }),
         };
         self.metrics
             .reads
@@ -200,7 +190,6 @@ impl MemberReader {
             return MemberRead::default();
         };
         let now = Instant::now();
-        entry.client = client;
         match outcome {
             Ok(facts) => {
                 entry.facts = Some(facts);

@@ -1807,3 +1807,83 @@ async fn a_hub_side_failure_is_released_after_the_cleanup_timeout() {
         .await
         .unwrap();
 }
+
+// ---- 5. the member identity is checked once per member, and put back when it went missing ----
+
+/// The sink checks its member identity (namespace, ServiceAccount, RBAC) once per member rather
+/// than once per profile. When someone deletes the ServiceAccount behind its back, the next mint
+/// for that member must not fail on the remembered identity: its TokenRequest fails, the sink
+/// checks again, recreates the account and records the uid the new token is really bound to.
+#[tokio::test]
+async fn a_member_account_deleted_behind_the_sinks_back_is_recreated_at_the_next_mint() {
+    let _shared = quiet().read().await;
+    let fleet = shared_fleet().await.unwrap();
+    let hub = hub_ready(&fleet.hub).await;
+    let m1 = &fleet.members[0];
+    let ns = namespace(&hub, "gone-sa").await;
+    let instance = ns.clone();
+    capi_secret(&hub, &ns, "m1-kubeconfig", m1).await;
+    let sink = start_sink(
+        &hub,
+        &["--inventory-namespace", &ns, "--instance", &instance],
+        None,
+        |_| {},
+    )
+    .await;
+    create_profile(&hub, &ns, "first", capi_provider(m1, "m1-kubeconfig")).await;
+    published_kubeconfig(&hub, &ns, "first").await;
+    let before = member_account(m1, &instance).await.expect("the account");
+
+    // Someone deletes the account on the member (every token of it stops working).
+    Api::<ServiceAccount>::namespaced(m1.client().await.unwrap(), "inventory-bridge")
+        .delete(&account_name(&instance), &DeleteParams::default())
+        .await
+        .unwrap();
+    wait_account_gone(m1, &instance).await;
+
+    // A second profile of the same member, within the sink's re-check period.
+    create_profile(&hub, &ns, "second", capi_provider(m1, "m1-kubeconfig")).await;
+    let kubeconfig = published_kubeconfig(&hub, &ns, "second").await;
+    let after = member_account(m1, &instance)
+        .await
+        .expect("the account is back");
+    assert_ne!(
+        after.metadata.uid, before.metadata.uid,
+        "a new account, not the deleted one"
+    );
+    assert!(
+        after
+            .labels()
+            .get("app.kubernetes.io/managed-by")
+            .is_some_and(|v| v == "inventory-bridge"),
+        "recreated with the ownership mark"
+    );
+    let token_client = m1.token_client(&token_of(&kubeconfig)).await.unwrap();
+    assert_eq!(whoami(&token_client).await.unwrap(), username(&instance));
+    // Registered at the first attempt: the stale identity cost no failure, Event or retry.
+    let reasons: Vec<String> = events_about(&hub, &ns, "second")
+        .await
+        .into_iter()
+        .map(|(reason, _)| reason)
+        .collect();
+    assert_eq!(reasons, ["Registered"], "{reasons:?}");
+    // The record names the account the token is bound to (revocation deletes exactly it).
+    let secret = Api::<Secret>::namespaced(hub.clone(), &ns)
+        .get(&secret_name("second"))
+        .await
+        .unwrap();
+    let record: Value = serde_json::from_str(
+        secret
+            .annotations()
+            .get("inventory-bridge.io/registration")
+            .expect("the registration record"),
+    )
+    .unwrap();
+    assert_eq!(
+        record["identity"]["serviceAccountUid"].as_str(),
+        after.metadata.uid.as_deref(),
+        "{record}"
+    );
+    sink.stop().await;
+    release(&hub, &ns, &instance).await;
+}

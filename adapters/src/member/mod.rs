@@ -18,6 +18,7 @@ use serde::Serialize;
 use crate::sensitive::Sensitive;
 
 pub mod defaults;
+pub mod ensured;
 
 /// Label on everything we create on a member.
 pub const LABEL_MANAGED_BY: &str = "app.kubernetes.io/managed-by";
@@ -507,7 +508,9 @@ pub async fn request_token(
 }
 
 /// Check with a `SelfSubjectReview` that `client` (built with the new token) is `username`.
-pub async fn verify(client: &Client, username: &str) -> Result<(), MemberError> {
+/// Returns the uid the member gives that user (for a ServiceAccount token: the account's uid,
+/// the identity the token is bound to); empty when the member does not say.
+pub async fn verify(client: &Client, username: &str) -> Result<String, MemberError> {
     let reviews: Api<SelfSubjectReview> = Api::all(client.clone());
     let review = reviews
         .create(&PostParams::default(), &SelfSubjectReview::default())
@@ -519,17 +522,14 @@ pub async fn verify(client: &Client, username: &str) -> Result<(), MemberError> 
             kube::Error::Api(_) => MemberError::Verify(format!("SelfSubjectReview: {err}")),
             _ => MemberError::Unreachable(format!("SelfSubjectReview: {err}")),
         })?;
-    let found = review
-        .status
-        .and_then(|s| s.user_info)
-        .and_then(|u| u.username)
-        .unwrap_or_default();
+    let user = review.status.and_then(|s| s.user_info).unwrap_or_default();
+    let found = user.username.unwrap_or_default();
     if found != username {
         return Err(MemberError::Verify(format!(
             "the token authenticates as {found:?}, expected {username:?}"
         )));
     }
-    Ok(())
+    Ok(user.uid.unwrap_or_default())
 }
 
 /// Revoke a recorded identity: delete its ServiceAccount first (that invalidates every token

@@ -12,6 +12,7 @@ pub mod claims;
 pub mod duplicates;
 mod engine;
 pub mod metrics;
+mod published;
 pub mod record;
 pub mod render_helpers;
 pub mod schedule;

@@ -147,10 +147,11 @@ impl<S: Source> Engine<S> {
             // (a same-named profile created since is refused by the apply's field conflicts or
             // found on the next pass).
             None if self.profiles_by_source.is_ready() => None,
-            // Not synced yet: it may exist and belong to someone else.
+            // Not synced yet (just started): it may exist and belong to someone else, or be
+            // ours and already right (then nothing is written, as once synced).
             None => match api.get_opt(&desired.namespace, &desired.name).await {
                 Ok(Some(other)) if !self.is_ours(&other.metadata) => return Err(foreign(&other)),
-                Ok(_) => None,
+                Ok(found) => found.map(std::sync::Arc::new),
                 Err(err) => return Err(kube_problem("reading ClusterProfile", &err)),
             },
         };
@@ -310,20 +311,23 @@ impl<S: Source> Engine<S> {
         if let Some(ns) = &namespace {
             reference = reference.within(ns);
         }
-        let current = store.get(&reference);
+        let mut current = store.get(&reference);
         if current.is_none()
             && let Ok(Some(other)) = api.get_opt(&object.name_any()).await
-            && !self.is_ours(&other.metadata)
         {
-            return Err(Problem::new(
-                Category::Conflict,
-                format!(
-                    "{} {} already exists and was not created by {}; it is left untouched",
-                    resource.kind,
-                    object.name_any(),
-                    self.source.name()
-                ),
-            ));
+            if !self.is_ours(&other.metadata) {
+                return Err(Problem::new(
+                    Category::Conflict,
+                    format!(
+                        "{} {} already exists and was not created by {}; it is left untouched",
+                        resource.kind,
+                        object.name_any(),
+                        self.source.name()
+                    ),
+                ));
+            }
+            // Ours, not in the cache yet (just started): compare with it, write only a change.
+            current = Some(std::sync::Arc::new(other));
         }
         let outcome = self
             .leader

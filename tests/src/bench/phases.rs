@@ -157,9 +157,11 @@ pub async fn measure<S: Scenario>(
         report.process.at_convergence.peak_rss_mib * 1024.0 / n.max(1) as f64;
 
     // kill -9 and restart.
+    let outputs = output_versions(scenario, hub).await?;
     let before = counters.snapshot().await?;
     drop(process);
     report.restart = restart(scenario, hub, counters, settings, &binary, &args, &before).await?;
+    report_rewritten(&outputs, &output_versions(scenario, hub).await?);
     eprintln!(
         "bench {name}: restart ready in {:.1}s, quiet at {:.1}s, {} writes, {} tokens minted",
         report.restart.ready_seconds,
@@ -281,4 +283,51 @@ async fn restart<S: Scenario>(
         verified,
         process: proc_stats(process.process().pid())?,
     })
+}
+
+/// Every output object (name and resourceVersion) with its content, to show which ones a
+/// restart rewrote.
+async fn output_versions<S: Scenario>(
+    scenario: &S,
+    hub: &ControlPlane,
+) -> Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    let (resource, namespace) = scenario.watched();
+    let api: kube::Api<kube::api::DynamicObject> =
+        kube::Api::namespaced_with(hub.client().await?, &namespace, &resource);
+    let list = api.list(&kube::api::ListParams::default()).await?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter_map(|mut o| {
+            o.metadata.managed_fields = None;
+            let name = o.metadata.name.clone()?;
+            Some((name, serde_json::to_value(o).ok()?))
+        })
+        .collect())
+}
+
+/// Say which outputs a restart rewrote (none, when it is quiet), with the first one's content
+/// before and after: what the adapter thought needed writing.
+fn report_rewritten(
+    before: &std::collections::BTreeMap<String, serde_json::Value>,
+    after: &std::collections::BTreeMap<String, serde_json::Value>,
+) {
+    let version = |o: &serde_json::Value| o["metadata"]["resourceVersion"].clone();
+    let changed: Vec<&String> = after
+        .iter()
+        .filter(|(name, o)| before.get(*name).map(version) != Some(version(o)))
+        .map(|(name, _)| name)
+        .collect();
+    if let Some(first) = changed.first() {
+        eprintln!(
+            "bench: the restart rewrote {} output(s): {:?}\n  before: {}\n  after:  {}",
+            changed.len(),
+            changed.iter().take(10).collect::<Vec<_>>(),
+            before
+                .get(*first)
+                .map(|o| o.to_string())
+                .unwrap_or_default(),
+            after.get(*first).map(|o| o.to_string()).unwrap_or_default(),
+        );
+    }
 }

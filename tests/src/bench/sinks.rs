@@ -446,9 +446,12 @@ impl Scenario for SinkScenario {
 }
 
 /// What a sink must do at least, in a tight loop: per member once its identity (namespace,
-/// ServiceAccount, ClusterRole, ClusterRoleBinding); per profile one TokenRequest on the member
-/// and a server-side apply of each published object on the hub, with the sinks' default
-/// concurrency and admin clients like theirs.
+/// ServiceAccount, ClusterRole, ClusterRoleBinding); per profile a read of its bootstrap Secret,
+/// one server-side apply on the profile (where the sink puts its cleanup finalizer; the floor
+/// applies a label instead, so the profiles can still be deleted), one TokenRequest and one
+/// SelfSubjectReview with the new token through a client built from the kubeconfig (the
+/// "verified" of the target), and a server-side apply of each published object on the hub;
+/// with the sinks' default concurrency and admin clients like theirs.
 async fn sink_floor(scenario: &SinkScenario) -> Result<Duration> {
     let floor = format!("bench-{}-floor", scenario.kind.short());
     ensure_namespace(&scenario.hub, &floor).await?;
@@ -470,6 +473,19 @@ async fn sink_floor(scenario: &SinkScenario) -> Result<Duration> {
         let (accounts, secrets, clusters, params, floor) =
             (&accounts, &secrets, &clusters, &params, &floor);
         async move {
+            let profile = SinkScenario::name(i);
+            let bootstrap: Api<Secret> = Api::namespaced(scenario.hub.clone(), &scenario.inventory);
+            bootstrap.get(&format!("k-{i:05}")).await?;
+            scenario
+                .profiles()
+                .patch(
+                    &profile,
+                    params,
+                    &Patch::Apply(json!({"apiVersion": "multicluster.x-k8s.io/v1alpha1",
+                        "kind": "ClusterProfile",
+                        "metadata": {"name": profile, "labels": {"bench-floor": "seen"}}})),
+                )
+                .await?;
             let request = TokenRequest {
                 spec: Some(TokenRequestSpec {
                     expiration_seconds: Some(24 * 3600),
@@ -487,7 +503,10 @@ async fn sink_floor(scenario: &SinkScenario) -> Result<Duration> {
                 "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {}\n    certificate-authority-data: {ca}\nusers:\n- name: u\n  user:\n    token: {token}\ncontexts:\n- name: c\n  context: {{cluster: c, user: u}}\ncurrent-context: c\n",
                 member.server
             );
-            let profile = SinkScenario::name(i);
+            let verifier = client_from_kubeconfig_yaml(&kubeconfig).await?;
+            if whoami(&verifier).await? != format!("system:serviceaccount:{FLOOR_IDENTITY}:{FLOOR_IDENTITY}") {
+                return Err("the floor's token does not authenticate as its account".into());
+            }
             let labels = json!({"env": env_of(i), "inventory-bridge.io/sink": "bench-floor"});
             let (secret_name, data) = match scenario.kind {
                 SinkKind::Sveltos => (

@@ -198,12 +198,9 @@ async fn user_of(kubeconfig: &str) -> String {
     whoami(&client).await.unwrap()
 }
 
-/// How long the hub is gone in the outage scenario. The issue asks for 30 s; two 30 s outages
-/// plus the per-object retry backoff they cause made this scenario alone take 205 s on the
-/// shared 2-core machine (measured), beyond the suite's ~3 minutes. 15 s is still far past every
-/// client timeout and retry of the adapters (watch restarts, per-object backoff, the 5 s member
-/// timeout), so it exercises the same recovery paths.
-const OUTAGE: Duration = Duration::from_secs(15);
+/// How long the hub is gone in the outage scenario: the issue's 30 s, far past every client
+/// timeout and retry of the adapters (watch restarts, per-object backoff, the 5 s member timeout).
+const OUTAGE: Duration = Duration::from_secs(30);
 
 /// Stop the hub's apiserver, then separately its etcd, for [`OUTAGE`] each, mid-sync: ocm-source
 /// and sveltos-sink recover by themselves (no restart), nothing is lost or duplicated.

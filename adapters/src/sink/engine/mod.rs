@@ -35,6 +35,7 @@ use kube::runtime::{WatchStreamExt, reflector, watcher};
 use kube::{Client, Resource, ResourceExt};
 use tracing::{debug, info, warn};
 
+use super::published::{HubObjects, Lookup};
 use super::record::Record;
 use super::schedule::backoff;
 use super::{
@@ -45,6 +46,7 @@ use crate::access::Resolver;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::kubeconfig::{self, Endpoint};
+use crate::member::ensured::EnsuredIdentities;
 use crate::profile::{ClusterProfile, GROUP};
 use crate::runtime::{EventRecorder, LeaderContext, Metrics, sleep_or_stop};
 
@@ -183,6 +185,10 @@ struct Engine<S: Sink> {
     scopes: Mutex<Vec<Scope>>,
     /// Orphaned hub objects whose member identity could not be revoked yet: when first seen.
     orphans_seen: Mutex<HashMap<String, Instant>>,
+    /// Member identities checked recently (one check per member, not per profile).
+    ensured: EnsuredIdentities,
+    /// What we published on the hub, watched: read without a request once listed.
+    published: HubObjects,
 }
 
 struct Ctx<S: Sink> {
@@ -264,6 +270,18 @@ pub async fn run<S: Sink>(
         selector = ?options.profile_selector,
         "starting the sink engine"
     );
+    // The uninstall path only deletes, from fresh lists: it needs no watched view.
+    let published = if options.release_finalizers {
+        HubObjects::default()
+    } else {
+        let namespaces = published_namespaces(sink.as_ref(), &options);
+        HubObjects::watch(
+            &context.client,
+            &S::hub_kinds(),
+            namespaces.as_deref(),
+            &format!("{LABEL_INSTANCE}={}", options.instance),
+        )
+    };
     let engine = Arc::new(Engine {
         sink,
         finalizer: format!("inventory-bridge.io/{}-cleanup", options.instance),
@@ -278,6 +296,8 @@ pub async fn run<S: Sink>(
         states_generation: AtomicU64::new(0),
         scopes: Mutex::default(),
         orphans_seen: Mutex::default(),
+        ensured: EnsuredIdentities::default(),
+        published,
     });
     if engine.options.release_finalizers {
         context.readiness.mark_synced();
@@ -319,6 +339,18 @@ pub async fn run<S: Sink>(
     futures::future::join_all(controllers).await;
     periodic.abort();
     Ok(())
+}
+
+/// The namespaces our hub objects can be in (`None`: any): where the sink writes, else the
+/// target namespace, else the served inventories.
+fn published_namespaces<S: Sink>(sink: &S, options: &SinkOptions) -> Option<Vec<String>> {
+    if let Some(namespaces) = sink.hub_namespaces() {
+        return Some(namespaces);
+    }
+    if let Some(target) = &options.target_namespace {
+        return Some(vec![target.clone()]);
+    }
+    (!options.all_namespaces).then(|| options.inventory_namespaces.clone())
 }
 
 impl<S: Sink> Engine<S> {
@@ -561,15 +593,36 @@ impl<S: Sink> Engine<S> {
                     Failure::new("hub-write", format!("cannot list our Secrets: {err}"))
                 })?;
             records.extend(list.items.into_iter().filter_map(|secret| {
-                let record = secret
-                    .annotations()
-                    .get(super::ANNOTATION_REGISTRATION)
-                    .and_then(|text| Record::from_annotation(text))
-                    .filter(|r| r.profile_uid == uid)?;
+                let record = record_of(&secret, uid)?;
                 Some((secret, record))
             }));
         }
         Ok(records)
+    }
+
+    /// Like [`Self::records_of`], from the watched view once it is listed (no request): for
+    /// adopting what is published, where a view a moment behind costs at most one extra mint.
+    /// Revocation always lists.
+    async fn published_records(
+        &self,
+        profile_namespace: &str,
+        uid: &str,
+    ) -> Result<Vec<(Secret, Record)>, Failure> {
+        let secrets = ApiResource::erase::<Secret>(&());
+        let namespaces = self.hub_namespaces(profile_namespace);
+        match self.published.of_profile(&secrets, &namespaces, uid) {
+            Lookup::Known(objects) => Ok(objects
+                .iter()
+                .filter_map(|object| {
+                    let secret: Secret = serde_json::to_value(object.as_ref())
+                        .and_then(serde_json::from_value)
+                        .ok()?;
+                    let record = record_of(&secret, uid)?;
+                    Some((secret, record))
+                })
+                .collect()),
+            Lookup::Unknown => self.records_of(profile_namespace, uid).await,
+        }
     }
 
     async fn delete_hub_objects(&self, profile_namespace: &str, uid: &str) -> Result<(), Failure> {
@@ -580,6 +633,15 @@ impl<S: Sink> Engine<S> {
         }
         Ok(())
     }
+}
+
+/// The registration record our Secret carries for profile `uid`.
+fn record_of(secret: &Secret, uid: &str) -> Option<Record> {
+    secret
+        .annotations()
+        .get(super::ANNOTATION_REGISTRATION)
+        .and_then(|text| Record::from_annotation(text))
+        .filter(|r| r.profile_uid == uid)
 }
 
 async fn reconcile<S: Sink>(

@@ -4,6 +4,7 @@ use std::time::Duration;
 
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::core::ApiResource;
 use kube::runtime::controller::Action;
 use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
@@ -11,8 +12,8 @@ use tracing::info;
 
 use super::rotate::Fresh;
 use super::{
-    Engine, Failure, Key, Phase, Registration, Scope, member_key, object_ref, parse_profile,
-    static_category,
+    Engine, Failure, Key, Lookup, Phase, Registration, Scope, member_key, object_ref,
+    parse_profile, static_category,
 };
 use crate::access;
 use crate::profile::LABEL_INVENTORY_MEMBER_ID;
@@ -252,54 +253,90 @@ impl<S: Sink> Engine<S> {
             }
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.hub.clone(), &namespace, &desired.resource);
-            let current = api.get_opt(&name).await.map_err(|err| {
-                Failure::new(
-                    "hub-write",
-                    format!(
-                        "cannot read {} {namespace}/{name}: {err}",
-                        desired.resource.kind
-                    ),
-                )
-            })?;
-            if let Some(current) = &current {
-                let labels = current.labels();
-                let ours = labels.get(LABEL_INSTANCE) == Some(&self.options.instance);
-                let same = labels.get(LABEL_PROFILE_UID).map(String::as_str) == Some(uid);
-                if !(ours && same) {
-                    let owner = current
-                        .annotations()
-                        .get(ANNOTATION_PROFILE)
-                        .filter(|_| ours)
-                        .map(|p| format!("profile {p}"))
-                        .unwrap_or_else(|| "something else".to_string());
-                    return Err(Failure::new(
-                        "name-conflict",
-                        format!(
-                            "{} {namespace}/{name} already exists and belongs to {owner}; not overwriting it",
-                            desired.resource.kind
-                        ),
-                    ));
-                }
-            }
+            // Ours, as the watched view has it: no request. Anything else (not there, or not
+            // listed yet) is asked of the server, which also sees objects without our label.
+            let watched = match self.published.get(&desired.resource, &namespace, &name) {
+                Lookup::Known(Some(object)) => Some((*object).clone()),
+                Lookup::Known(None) | Lookup::Unknown => None,
+            };
+            let current = match watched {
+                Some(object) => Some(object),
+                None => read_current(&api, &desired.resource, &namespace, &name).await?,
+            };
+            self.check_owner(current.as_ref(), uid, &desired.resource, &namespace, &name)?;
             let object: DynamicObject = serde_json::from_value(value)
                 .map_err(|err| Failure::new("render", format!("rendered object: {err}")))?;
-            planned.push((api, object, current));
+            planned.push((api, desired.resource, object, current));
         }
         // Everything checked first, so a conflict never leaves half of the objects written.
-        for (api, object, current) in planned {
-            let outcome = self
+        for (api, resource, mut object, current) in planned {
+            // The ownership check saw this version: the write goes through only if it is still
+            // the version on the server (a stale view turns into a conflict, never an overwrite).
+            object.metadata.resource_version = current
+                .as_ref()
+                .and_then(|c| c.metadata.resource_version.clone());
+            let mut outcome = self
                 .applier
                 .apply(&api, &object, current.as_ref(), true)
-                .await
-                .map_err(|err| {
-                    Failure::new(
-                        "hub-write",
-                        format!("cannot apply {}: {err}", object.name_any()),
-                    )
-                })?;
+                .await;
+            if let Err(crate::error::Error::Kube(kube::Error::Api(status))) = &outcome
+                && status.code == 409
+            {
+                // Changed since we looked: look again at the server's version, check again.
+                let namespace = object.namespace().unwrap_or_default();
+                let name = object.name_any();
+                let fresh = read_current(&api, &resource, &namespace, &name).await?;
+                self.check_owner(fresh.as_ref(), uid, &resource, &namespace, &name)?;
+                object.metadata.resource_version = fresh
+                    .as_ref()
+                    .and_then(|c| c.metadata.resource_version.clone());
+                outcome = self
+                    .applier
+                    .apply(&api, &object, fresh.as_ref(), true)
+                    .await;
+            }
+            let outcome = outcome.map_err(|err| {
+                Failure::new(
+                    "hub-write",
+                    format!("cannot apply {}: {err}", object.name_any()),
+                )
+            })?;
             self.metrics.count_apply(outcome);
         }
         Ok(())
+    }
+
+    /// A hub object of a name we render must be ours, for this very profile, or absent.
+    fn check_owner(
+        &self,
+        current: Option<&DynamicObject>,
+        uid: &str,
+        resource: &ApiResource,
+        namespace: &str,
+        name: &str,
+    ) -> Result<(), Failure> {
+        let Some(current) = current else {
+            return Ok(());
+        };
+        let labels = current.labels();
+        let ours = labels.get(LABEL_INSTANCE) == Some(&self.options.instance);
+        let same = labels.get(LABEL_PROFILE_UID).map(String::as_str) == Some(uid);
+        if ours && same {
+            return Ok(());
+        }
+        let owner = current
+            .annotations()
+            .get(ANNOTATION_PROFILE)
+            .filter(|_| ours)
+            .map(|p| format!("profile {p}"))
+            .unwrap_or_else(|| "something else".to_string());
+        Err(Failure::new(
+            "name-conflict",
+            format!(
+                "{} {namespace}/{name} already exists and belongs to {owner}; not overwriting it",
+                resource.kind
+            ),
+        ))
     }
 
     /// A duplicate or ambiguous profile: say so once, and withdraw anything registered for it.
@@ -378,6 +415,21 @@ impl<S: Sink> Engine<S> {
         info!(profile = %format!("{}/{}", key.0, key.1), "registration withdrawn");
         Ok(())
     }
+}
+
+/// The server's version of a hub object we are about to write (none: absent).
+async fn read_current(
+    api: &Api<DynamicObject>,
+    resource: &ApiResource,
+    namespace: &str,
+    name: &str,
+) -> Result<Option<DynamicObject>, Failure> {
+    api.get_opt(name).await.map_err(|err| {
+        Failure::new(
+            "hub-write",
+            format!("cannot read {} {namespace}/{name}: {err}", resource.kind),
+        )
+    })
 }
 
 /// Records naming distinct member identities (one per identity).

@@ -129,7 +129,12 @@ impl<S: Sink> Engine<S> {
         fingerprint: &str,
         now: Timestamp,
     ) -> Result<Published, Failure> {
-        let Some((secret, record)) = self.records_of(&key.0, uid).await?.into_iter().next() else {
+        let Some((secret, record)) = self
+            .published_records(&key.0, uid)
+            .await?
+            .into_iter()
+            .next()
+        else {
             return Ok(Published::Nothing);
         };
         let (Some(expires), Some(renew)) = (record.expires(), record.renew()) else {
@@ -183,6 +188,7 @@ impl<S: Sink> Engine<S> {
             ),
         )
         .await
+        .map(drop)
     }
 
     /// Resolve bootstrap access (every trust rule), make sure the member identity exists as
@@ -207,17 +213,58 @@ impl<S: Sink> Engine<S> {
         .await?;
         let identity = &self.options.identity;
         let member_failure = |err: MemberError| Failure::new(err.category(), err.to_string());
-        let account_uid = member::ensure_identity(&client, identity, S::NAME)
+        // The identity is checked once per member and period, not per profile; a token request
+        // that fails on a remembered identity checks it again before giving up (it may have been
+        // deleted on the member meanwhile).
+        let member = member_key(&access.endpoint);
+        let (mut account_uid, remembered) = self
+            .ensured
+            .ensure(&member, &client, identity, S::NAME)
             .await
             .map_err(member_failure)?;
-        let token = member::request_token(&client, identity, self.options.token_ttl)
-            .await
-            .map_err(member_failure)?;
+        let token = match member::request_token(&client, identity, self.options.token_ttl).await {
+            Ok(token) => token,
+            Err(_) if remembered => {
+                self.ensured.forget(&member);
+                account_uid = self
+                    .ensured
+                    .ensure(&member, &client, identity, S::NAME)
+                    .await
+                    .map_err(member_failure)?
+                    .0;
+                member::request_token(&client, identity, self.options.token_ttl)
+                    .await
+                    .map_err(member_failure)?
+            }
+            Err(err) => {
+                self.ensured.forget(&member);
+                return Err(member_failure(err));
+            }
+        };
         let renew_at = self.options.renewal.renew_at(
             token.issued_at,
             token.expires_at,
             &format!("{uid}/{}", self.options.instance),
         );
+        // Verify the very kubeconfig we are about to publish, not a client built another way;
+        // the uid the member names is the account the token is really bound to (a remembered
+        // uid may predate someone recreating the account).
+        let published = kubeconfig::minted_kubeconfig(
+            &access.endpoint,
+            &token.token,
+            &S::kubeconfig_names(),
+            &identity.namespace,
+        );
+        let verifier = client_from_kubeconfig(&published, self.options.member_timeout)
+            .await
+            .map_err(|message| Failure::new("verify-failed", message))?;
+        let verified_uid = member::verify(&verifier, &identity.username())
+            .await
+            .map_err(member_failure)?;
+        if !verified_uid.is_empty() && verified_uid != account_uid {
+            self.ensured.confirm(&member, &verified_uid).await;
+            account_uid = verified_uid;
+        }
         let record = Record {
             profile_uid: uid.to_string(),
             access: request.clone(),
@@ -243,13 +290,6 @@ impl<S: Sink> Engine<S> {
             &identity.namespace,
             S::kubeconfig_names(),
         );
-        // Verify the very kubeconfig we are about to publish, not a client built another way.
-        let verifier = client_from_kubeconfig(&credential.kubeconfig, self.options.member_timeout)
-            .await
-            .map_err(|message| Failure::new("verify-failed", message))?;
-        member::verify(&verifier, &identity.username())
-            .await
-            .map_err(member_failure)?;
         Ok(Registration {
             credential,
             record,
@@ -282,6 +322,16 @@ fn credential_of(
         namespace: record.identity.namespace.clone(),
         service_account: record.identity.service_account.clone(),
     }
+}
+
+/// A stable key of a member endpoint, for [`crate::member::ensured::EnsuredIdentities`].
+fn member_key(endpoint: &Endpoint) -> String {
+    format!(
+        "{}|{}|{}",
+        endpoint.server,
+        endpoint.tls_server_name.as_deref().unwrap_or_default(),
+        endpoint.proxy_url.as_deref().unwrap_or_default()
+    )
 }
 
 /// Halfway from `from` to `to` (at least a minute ahead): the published token is re-verified
