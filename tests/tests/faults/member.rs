@@ -318,9 +318,12 @@ async fn hub_apiserver_and_etcd_outages_mid_sync_lose_nothing() {
         let registrations =
             wait_sveltos(&client, &fleet, &sink_profiles, Duration::from_secs(300)).await;
         let sink_exact = back.elapsed();
+        // Up to the watchers' backoff cap (30 s, as client-go's) before a failed watch is tried
+        // again, and a streak of watch errors counts as "failing" for 65 s after its last error:
+        // after a 30 s outage readiness may take that long to come back.
         for adapter in [&mut ocm, &mut sink] {
             adapter
-                .wait_http("/readyz", 200, Duration::from_secs(30))
+                .wait_http("/readyz", 200, Duration::from_secs(100))
                 .await
                 .unwrap();
             assert_alive(adapter, &format!("after the {fault} outage"));

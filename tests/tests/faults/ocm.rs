@@ -482,7 +482,9 @@ async fn leader_failover_within_the_lease_and_never_two_writers() {
     const SLACK: Duration = Duration::from_secs(5);
     let hub = Hub::start("leader-hub", ControlPlaneOptions::default().with_audit()).await;
     let ca = hub.plane.ca_pem().to_string();
-    let clusters: Vec<Cluster> = (0..150)
+    // Enough work that the leader is still converging when it is killed, also when the
+    // standby's start is slow on a busy machine (with 150 the leader once finished first).
+    let clusters: Vec<Cluster> = (0..600)
         .map(|i| good_cluster("l", "lead", i, &ca))
         .collect();
     create_clusters(&hub.client, &clusters).await;
