@@ -199,6 +199,12 @@ async fn reconcile<S: Source>(
     native: Arc<S::Native>,
     engine: Arc<Engine<S>>,
 ) -> Result<Action, Error> {
+    // Until the inventory's profiles are listed, "no published profile" is only a guess: the
+    // projection would lose what the profile already says (condition and property timestamps)
+    // and rewrite it at every start. Wait for the list instead.
+    if !engine.profiles_by_source.is_ready() {
+        return Ok(Action::requeue(Duration::from_millis(250)));
+    }
     let started = Instant::now();
     let key = source_key(native.as_ref());
     let outcome = engine.reconcile_one(native.as_ref(), &key).await;
