@@ -2269,6 +2269,15 @@ async fn sveltos_sink_chart_installs_and_runs_with_only_its_rbac() {
                 None,
                 false,
             ),
+            // Watched where it writes: what it published is read from the watch.
+            (
+                "watch",
+                "lib.projectsveltos.io",
+                "sveltosclusters",
+                Some("fleet"),
+                None,
+                true,
+            ),
             (
                 "update",
                 "lib.projectsveltos.io",

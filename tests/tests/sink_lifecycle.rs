@@ -1887,3 +1887,62 @@ async fn a_member_account_deleted_behind_the_sinks_back_is_recreated_at_the_next
     sink.stop().await;
     release(&hub, &ns, &instance).await;
 }
+
+/// A hub Secret of the name the sink would publish, created by someone else (no ownership
+/// label): the sink reads its published objects from a watch of its own labelled objects plus the
+/// names of all objects there, so it must see this one is taken. The profile gets a NameConflict
+/// Event; the Secret keeps its content, labels and version.
+#[tokio::test]
+async fn someone_elses_hub_secret_of_our_name_is_a_name_conflict_never_overwritten() {
+    let _shared = quiet().read().await;
+    let fleet = shared_fleet().await.unwrap();
+    let hub = hub_ready(&fleet.hub).await;
+    let m1 = &fleet.members[0];
+    let ns = namespace(&hub, "hub-taken").await;
+    let instance = ns.clone();
+    capi_secret(&hub, &ns, "m1-kubeconfig", m1).await;
+    let sink = start_sink(
+        &hub,
+        &["--inventory-namespace", &ns, "--instance", &instance],
+        None,
+        |_| {},
+    )
+    .await;
+    // First a registration, so the watched views are listed before the foreign object appears.
+    create_profile(&hub, &ns, "first", capi_provider(m1, "m1-kubeconfig")).await;
+    published_kubeconfig(&hub, &ns, "first").await;
+    let secrets: Api<Secret> = Api::namespaced(hub.clone(), &ns);
+    let theirs = secrets
+        .create(
+            &PostParams {
+                field_manager: Some("someone".into()),
+                ..PostParams::default()
+            },
+            &Secret {
+                metadata: meta(&secret_name("taken"), Some(&ns)),
+                string_data: Some(BTreeMap::from([(
+                    "kubeconfig".to_string(),
+                    "not the sink's".to_string(),
+                )])),
+                ..Secret::default()
+            },
+        )
+        .await
+        .unwrap();
+    create_profile(&hub, &ns, "taken", capi_provider(m1, "m1-kubeconfig")).await;
+    let note = wait_event(&hub, &ns, "taken", "NameConflict").await;
+    assert!(note.contains(&secret_name("taken")), "{note}");
+    let now = secrets.get(&secret_name("taken")).await.unwrap();
+    assert_eq!(
+        now.metadata.resource_version, theirs.metadata.resource_version,
+        "never written"
+    );
+    assert_eq!(now.metadata.labels, theirs.metadata.labels);
+    assert_eq!(
+        kubeconfig_of(&now).as_deref(),
+        Some("not the sink's"),
+        "content untouched"
+    );
+    sink.stop().await;
+    release(&hub, &ns, &instance).await;
+}

@@ -1,17 +1,19 @@
 //! What a sink published on the hub — every kind it writes, selected by its instance label —
 //! watched once and kept in memory, so a reconcile reads its own objects without a request.
 //!
-//! The view is only ever used to *skip* a request, never to decide on less than the server
-//! knows: an object missing from it may still exist without our label (someone else's, which we
-//! must not overwrite), so absence is always confirmed with the server; and until a kind's first
-//! list is in (or while its watch cannot run, e.g. a CRD is missing) every lookup answers
-//! [`Lookup::Unknown`] and the caller asks the server as before.
+//! Beside it, the *names* of every object of those kinds in those namespaces (a metadata-only
+//! watch, no content): an object of our name without our label is someone else's and must never
+//! be overwritten, so "not ours" is "absent" only when no object of that name exists at all.
+//! Until a kind's first lists are in (or while a watch cannot run, e.g. a CRD is missing) every
+//! lookup answers [`Lookup::Unknown`] and the caller asks the server, as without the view.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use futures::StreamExt;
 use kube::api::{Api, DynamicObject};
 use kube::core::ApiResource;
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
@@ -35,6 +37,9 @@ struct Watched {
     namespace: Option<String>,
     store: Store<DynamicObject>,
     by_profile: Index<DynamicObject>,
+    /// Every object of the kind there, ours or not: metadata only.
+    names: Store<PartialObjectMeta<DynamicObject>>,
+    names_listed: Arc<AtomicBool>,
 }
 
 /// The watched view of a sink's hub objects. Dropping it stops its watches.
@@ -86,19 +91,42 @@ impl HubObjects {
                     .default_backoff()
                     .reflect(writer)
                     .inspect(move |event| index.observe(event));
-                view.tasks.push(tokio::spawn(async move {
-                    let mut stream = std::pin::pin!(stream);
-                    while let Some(event) = stream.next().await {
-                        if let Err(err) = event {
-                            warn!(kind = %kind, error = %err, "cannot watch our published objects; reading them from the API meanwhile");
+                view.tasks.push(tokio::spawn(drain(stream, kind.clone())));
+                // Every object's name, in the namespaces we write to; not over every namespace
+                // (that would hold the whole cluster's names): there, absence is asked of the
+                // server.
+                let names_writer = reflector::store::Writer::new(resource.clone());
+                let names = names_writer.as_reader();
+                let names_listed = Arc::new(AtomicBool::new(false));
+                let listed = names_listed.clone();
+                let names_api: Api<PartialObjectMeta<DynamicObject>> = match namespace {
+                    Some(ns) => Api::namespaced_with(hub.clone(), ns, resource),
+                    None => Api::all_with(hub.clone(), resource),
+                };
+                let names_stream = watcher(names_api, watcher::Config::default())
+                    .default_backoff()
+                    // Names are all this view is for.
+                    .modify(|o| {
+                        o.metadata.managed_fields = None;
+                        o.metadata.annotations = None;
+                        o.metadata.labels = None;
+                    })
+                    .reflect(names_writer)
+                    .inspect(move |event| {
+                        if matches!(event, Ok(watcher::Event::InitDone)) {
+                            listed.store(true, Ordering::Relaxed);
                         }
-                    }
-                }));
+                    });
+                if namespace.is_some() {
+                    view.tasks.push(tokio::spawn(drain(names_stream, kind)));
+                }
                 view.watched.push(Watched {
                     resource: resource.clone(),
                     namespace: namespace.clone(),
                     store,
                     by_profile,
+                    names,
+                    names_listed,
                 });
             }
         }
@@ -114,20 +142,31 @@ impl HubObjects {
         })
     }
 
-    /// Our object of this kind and name, if the view is listed.
+    /// Our object of this kind and name (`Known(None)`: no object of that name exists at all),
+    /// when the view can tell; `Unknown` also when an object of that name exists that is not
+    /// (or not yet) ours in the view: the caller reads it and checks its owner.
     pub fn get(
         &self,
         resource: &ApiResource,
         namespace: &str,
         name: &str,
     ) -> Lookup<Option<Arc<DynamicObject>>> {
-        match self.covering(resource, namespace) {
-            Some(watched) => Lookup::Known(
-                watched
-                    .store
-                    .get(&ObjectRef::new_with(name, resource.clone()).within(namespace)),
-            ),
-            None => Lookup::Unknown,
+        let Some(watched) = self.covering(resource, namespace) else {
+            return Lookup::Unknown;
+        };
+        let reference = ObjectRef::new_with(name, resource.clone()).within(namespace);
+        if let Some(ours) = watched.store.get(&reference) {
+            return Lookup::Known(Some(ours));
+        }
+        let absent = watched.names_listed.load(Ordering::Relaxed)
+            && watched
+                .names
+                .get(&ObjectRef::new_with(name, resource.clone()).within(namespace))
+                .is_none();
+        if absent {
+            Lookup::Known(None)
+        } else {
+            Lookup::Unknown
         }
     }
 
@@ -152,5 +191,15 @@ impl HubObjects {
             );
         }
         Lookup::Known(found)
+    }
+}
+
+/// Run a watch stream for its side effects (the store), saying when it fails.
+async fn drain<T>(stream: impl futures::Stream<Item = Result<T, watcher::Error>>, kind: String) {
+    let mut stream = std::pin::pin!(stream);
+    while let Some(event) = stream.next().await {
+        if let Err(err) = event {
+            warn!(kind = %kind, error = %err, "cannot watch our published objects; reading them from the API meanwhile");
+        }
     }
 }

@@ -19,7 +19,7 @@ use adapters::source::LABEL_SOURCE;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::{StreamExt, TryStreamExt};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Namespace, Secret};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
@@ -161,14 +161,21 @@ async fn verify_profiles(hub: &kube::Client, namespace: &str, check: &Check) -> 
 /// The sources' floor: the profiles the adapter converged to, applied again into `floor`
 /// namespace as a tight loop would: one server-side apply of metadata and spec and one of the
 /// status per profile, with the sources' default concurrency and an admin client like theirs.
-/// (The source label is changed so no adapter ever claims these.)
-async fn source_floor(hub: &kube::Client, inventory: &str, floor: &str) -> Result<Duration> {
+/// (The source label is changed so no adapter ever claims these.) Where the source must read
+/// the member to know its id (capi-source: the `kube-system` uid, through a client built from
+/// the Cluster's own kubeconfig), `member_of` names that kubeconfig and the floor reads it too.
+async fn source_floor(
+    hub: &kube::Client,
+    inventory: &str,
+    floor: &str,
+    member_of: impl Fn(&str) -> Option<String>,
+) -> Result<Duration> {
     ensure_namespace(hub, floor).await?;
     let resource = profile_resource();
     let source: Api<DynamicObject> = Api::namespaced_with(hub.clone(), inventory, &resource);
     let target: Api<DynamicObject> = Api::namespaced_with(hub.clone(), floor, &resource);
     let profiles = source.list(&ListParams::default()).await?.items;
-    let bodies: Vec<(String, Value, Value)> = profiles
+    let bodies: Vec<(String, Value, Value, Option<String>)> = profiles
         .iter()
         .filter_map(|p| {
             let p = serde_json::to_value(p).ok()?;
@@ -184,20 +191,25 @@ async fn source_floor(hub: &kube::Client, inventory: &str, floor: &str) -> Resul
             status["metadata"] = json!({"name": name, "namespace": floor});
             status["spec"] = p["spec"].clone();
             status["status"] = p["status"].clone();
-            Some((name, main, status))
+            let member = member_of(&name);
+            Some((name, main, status, member))
         })
         .collect();
     let params = PatchParams::apply("bench-floor").force();
     let start = Instant::now();
-    futures::stream::iter(bodies.iter().map(|(name, main, status)| {
+    futures::stream::iter(bodies.iter().map(|(name, main, status, member)| {
         let target = &target;
         let params = &params;
         async move {
+            if let Some(kubeconfig) = member {
+                let client = crate::controlplane::client_from_kubeconfig_yaml(kubeconfig).await?;
+                Api::<Namespace>::all(client).get("kube-system").await?;
+            }
             target.patch(name, params, &Patch::Apply(main)).await?;
             target
                 .patch_status(name, params, &Patch::Apply(status))
                 .await?;
-            Ok::<_, kube::Error>(())
+            Ok::<_, crate::BoxError>(())
         }
     }))
     .buffer_unordered(SOURCE_CONCURRENCY)
@@ -410,7 +422,7 @@ impl Scenario for OcmScenario {
     }
 
     async fn floor(&self) -> Result<Duration> {
-        source_floor(&self.hub, &self.inventory, "bench-ocm-floor").await
+        source_floor(&self.hub, &self.inventory, "bench-ocm-floor", |_| None).await
     }
 }
 
@@ -617,6 +629,10 @@ impl Scenario for CapiScenario {
     }
 
     async fn floor(&self) -> Result<Duration> {
-        source_floor(&self.hub, &self.inventory, "bench-capi-floor").await
+        let prefix = format!("{}-{}", self.namespace, self.prefix);
+        source_floor(&self.hub, &self.inventory, "bench-capi-floor", |name| {
+            index_of(name, &prefix, self.n).map(|i| self.member(i).kubeconfig.clone())
+        })
+        .await
     }
 }

@@ -253,15 +253,11 @@ impl<S: Sink> Engine<S> {
             }
             let api: Api<DynamicObject> =
                 Api::namespaced_with(self.hub.clone(), &namespace, &desired.resource);
-            // Ours, as the watched view has it: no request. Anything else (not there, or not
-            // listed yet) is asked of the server, which also sees objects without our label.
-            let watched = match self.published.get(&desired.resource, &namespace, &name) {
-                Lookup::Known(Some(object)) => Some((*object).clone()),
-                Lookup::Known(None) | Lookup::Unknown => None,
-            };
-            let current = match watched {
-                Some(object) => Some(object),
-                None => read_current(&api, &desired.resource, &namespace, &name).await?,
+            // Ours, or no object of that name at all, as the watched view has it: no request.
+            // Otherwise (another's object of that name, or not listed yet) the server is asked.
+            let current = match self.published.get(&desired.resource, &namespace, &name) {
+                Lookup::Known(found) => found.map(|object| (*object).clone()),
+                Lookup::Unknown => read_current(&api, &desired.resource, &namespace, &name).await?,
             };
             self.check_owner(current.as_ref(), uid, &desired.resource, &namespace, &name)?;
             let object: DynamicObject = serde_json::from_value(value)
@@ -272,12 +268,14 @@ impl<S: Sink> Engine<S> {
         for (api, resource, mut object, current) in planned {
             // The ownership check saw this version: the write goes through only if it is still
             // the version on the server (a stale view turns into a conflict, never an overwrite).
+            // A create is not forced: should an object of that name have appeared meanwhile,
+            // fields another manager owns make it a conflict, checked below.
             object.metadata.resource_version = current
                 .as_ref()
                 .and_then(|c| c.metadata.resource_version.clone());
             let mut outcome = self
                 .applier
-                .apply(&api, &object, current.as_ref(), true)
+                .apply(&api, &object, current.as_ref(), current.is_some())
                 .await;
             if let Err(crate::error::Error::Kube(kube::Error::Api(status))) = &outcome
                 && status.code == 409
