@@ -65,6 +65,7 @@ impl HubObjects {
         kinds: &[ApiResource],
         namespaces: Option<&[String]>,
         selector: &str,
+        field_manager: &str,
     ) -> Self {
         let scopes: Vec<Option<String>> = match namespaces {
             Some(list) => list.iter().cloned().map(Some).collect(),
@@ -87,8 +88,20 @@ impl HubObjects {
                 });
                 let index = by_profile.clone();
                 let kind = resource.kind.clone();
+                let manager = field_manager.to_string();
                 let stream = watcher(api, watcher::Config::default().labels(selector))
                     .default_backoff()
+                    // What "anything to write?" needs: our content and our own field ownership.
+                    // A consumer's status (Sveltos reports on its SveltosClusters) and other
+                    // managers' entries are never compared, so they are not kept.
+                    .modify(move |o: &mut DynamicObject| {
+                        if let Some(entries) = o.metadata.managed_fields.as_mut() {
+                            entries.retain(|e| e.manager.as_deref() == Some(manager.as_str()));
+                        }
+                        if let Some(fields) = o.data.as_object_mut() {
+                            fields.remove("status");
+                        }
+                    })
                     .reflect(writer)
                     .inspect(move |event| index.observe(event));
                 view.tasks.push(tokio::spawn(drain(stream, kind.clone())));

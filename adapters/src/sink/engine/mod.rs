@@ -280,6 +280,7 @@ pub async fn run<S: Sink>(
             &S::hub_kinds(),
             namespaces.as_deref(),
             &format!("{LABEL_INSTANCE}={}", options.instance),
+            context.applier.field_manager(),
         )
     };
     let engine = Arc::new(Engine {
