@@ -1810,6 +1810,27 @@ async fn a_hub_side_failure_is_released_after_the_cleanup_timeout() {
 
 // ---- 5. the member identity is checked once per member, and put back when it went missing ----
 
+/// A fresh inventory (its name is also the sink's instance) served by an in-process sveltos-sink
+/// that has registered one profile, `first`, of `member`.
+async fn sink_with_one_registration(
+    hub: &Client,
+    prefix: &str,
+    member: &ControlPlane,
+) -> (String, InProcessSink) {
+    let ns = namespace(hub, prefix).await;
+    capi_secret(hub, &ns, "m1-kubeconfig", member).await;
+    let sink = start_sink(
+        hub,
+        &["--inventory-namespace", &ns, "--instance", &ns],
+        None,
+        |_| {},
+    )
+    .await;
+    create_profile(hub, &ns, "first", capi_provider(member, "m1-kubeconfig")).await;
+    published_kubeconfig(hub, &ns, "first").await;
+    (ns, sink)
+}
+
 /// The sink checks its member identity (namespace, ServiceAccount, RBAC) once per member rather
 /// than once per profile. When someone deletes the ServiceAccount behind its back, the next mint
 /// for that member must not fail on the remembered identity: its TokenRequest fails, the sink
@@ -1820,18 +1841,8 @@ async fn a_member_account_deleted_behind_the_sinks_back_is_recreated_at_the_next
     let fleet = shared_fleet().await.unwrap();
     let hub = hub_ready(&fleet.hub).await;
     let m1 = &fleet.members[0];
-    let ns = namespace(&hub, "gone-sa").await;
+    let (ns, sink) = sink_with_one_registration(&hub, "gone-sa", m1).await;
     let instance = ns.clone();
-    capi_secret(&hub, &ns, "m1-kubeconfig", m1).await;
-    let sink = start_sink(
-        &hub,
-        &["--inventory-namespace", &ns, "--instance", &instance],
-        None,
-        |_| {},
-    )
-    .await;
-    create_profile(&hub, &ns, "first", capi_provider(m1, "m1-kubeconfig")).await;
-    published_kubeconfig(&hub, &ns, "first").await;
     let before = member_account(m1, &instance).await.expect("the account");
 
     // Someone deletes the account on the member (every token of it stops working).
@@ -1898,19 +1909,9 @@ async fn someone_elses_hub_secret_of_our_name_is_a_name_conflict_never_overwritt
     let fleet = shared_fleet().await.unwrap();
     let hub = hub_ready(&fleet.hub).await;
     let m1 = &fleet.members[0];
-    let ns = namespace(&hub, "hub-taken").await;
-    let instance = ns.clone();
-    capi_secret(&hub, &ns, "m1-kubeconfig", m1).await;
-    let sink = start_sink(
-        &hub,
-        &["--inventory-namespace", &ns, "--instance", &instance],
-        None,
-        |_| {},
-    )
-    .await;
     // First a registration, so the watched views are listed before the foreign object appears.
-    create_profile(&hub, &ns, "first", capi_provider(m1, "m1-kubeconfig")).await;
-    published_kubeconfig(&hub, &ns, "first").await;
+    let (ns, sink) = sink_with_one_registration(&hub, "hub-taken", m1).await;
+    let instance = ns.clone();
     let secrets: Api<Secret> = Api::namespaced(hub.clone(), &ns);
     let theirs = secrets
         .create(
