@@ -110,23 +110,6 @@ impl ProfileApi {
         }
     }
 
-    /// The profile `namespace/name`, if it exists.
-    pub async fn get_opt(
-        &self,
-        namespace: &str,
-        name: &str,
-    ) -> Result<Option<ClusterProfile>, kube::Error> {
-        Ok(match self.version {
-            ProfileVersion::V1alpha1 => self.v1(Some(namespace)).get_opt(name).await?,
-            ProfileVersion::V1alpha2 => self
-                .v2(Some(namespace))
-                .get_opt(name)
-                .await?
-                .as_ref()
-                .map(ClusterProfile::from),
-        })
-    }
-
     /// Server-side apply metadata and spec of `desired` (its namespace and name set) unless
     /// `current` already holds them (see [`Applier::apply`]).
     pub async fn apply(

@@ -13,7 +13,7 @@ use tracing::debug;
 
 use super::*;
 use crate::apply::ApplyOutcome;
-use crate::error::{Category, Error, kube_category};
+use crate::error::{Category, Error};
 use crate::profile::{
     CONDITION_CONTROL_PLANE_HEALTHY, ClusterManager, ClusterProfile, ClusterProfileSpec,
     ClusterProfileStatus, LABEL_CLUSTER_MANAGER,
@@ -143,17 +143,10 @@ impl<S: Source> Engine<S> {
         let current = match self.profiles.get(&reference) {
             Some(other) if !self.is_ours(&other.metadata) => return Err(foreign(&other)),
             Some(ours) => Some(ours),
-            // The cache holds every profile of the hub once synced: absent there is absent
-            // (a same-named profile created since is refused by the apply's field conflicts or
-            // found on the next pass).
-            None if self.profiles_by_source.is_ready() => None,
-            // Not synced yet (just started): it may exist and belong to someone else, or be
-            // ours and already right (then nothing is written, as once synced).
-            None => match api.get_opt(&desired.namespace, &desired.name).await {
-                Ok(Some(other)) if !self.is_ours(&other.metadata) => return Err(foreign(&other)),
-                Ok(found) => found.map(std::sync::Arc::new),
-                Err(err) => return Err(kube_problem("reading ClusterProfile", &err)),
-            },
+            // Reconciles start only once the cache is synced (`run::reconcile`), and it holds
+            // every profile of the hub: absent there is absent (a same-named profile created
+            // since is refused by the apply's field conflicts or found on the next pass).
+            None => None,
         };
         let current = current.as_deref();
         if let Some(current) = current
@@ -364,10 +357,6 @@ impl<S: Source> Engine<S> {
                 .await;
         }
     }
-}
-
-fn kube_problem(action: &str, err: &kube::Error) -> Problem {
-    Problem::new(kube_category(err), format!("{action}: {err}"))
 }
 
 fn error_problem(action: &str, err: &Error) -> Problem {
