@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use tracing::warn;
 
 use super::LABEL_PROFILE_UID;
+use crate::apply::keep_own_apply_records;
 use crate::index::Index;
 
 /// An answer from the watched view.
@@ -95,9 +96,7 @@ impl HubObjects {
                     // A consumer's status (Sveltos reports on its SveltosClusters) and other
                     // managers' entries are never compared, so they are not kept.
                     .modify(move |o: &mut DynamicObject| {
-                        if let Some(entries) = o.metadata.managed_fields.as_mut() {
-                            entries.retain(|e| e.manager.as_deref() == Some(manager.as_str()));
-                        }
+                        keep_own_apply_records(&mut o.metadata, &manager);
                         if let Some(fields) = o.data.as_object_mut() {
                             fields.remove("status");
                         }

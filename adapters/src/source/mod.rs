@@ -47,6 +47,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::apply::keep_own_apply_records;
 use crate::error::Category;
 use crate::index::Index;
 use crate::profile::{ClusterProfile, ClusterProfileStatus, LABEL_CLUSTER_MANAGER, v1alpha2};
@@ -305,22 +306,11 @@ fn source_keys(meta: &ObjectMeta, source: &str) -> Vec<String> {
         .collect()
 }
 
-/// Only our own server-side-apply records are read (the apply helper compares against them to
-/// skip no-op writes); other managers' records can be as large as the object itself.
-fn keep_own_managed_fields(meta: &mut ObjectMeta, field_manager: &str) {
-    if let Some(entries) = meta.managed_fields.as_mut() {
-        entries.retain(|entry| {
-            entry.manager.as_deref() == Some(field_manager)
-                && entry.operation.as_deref() == Some("Apply")
-        });
-    }
-}
-
 /// Keep of a cached profile only what the engine reads. Ours: everything but other managers'
 /// records. Others': name, labels and uid, which prove it exists and say whose it is.
 fn trim_profile(profile: &mut ClusterProfile, source: &str, field_manager: &str) {
     if is_ours(&profile.metadata, source) {
-        keep_own_managed_fields(&mut profile.metadata, field_manager);
+        keep_own_apply_records(&mut profile.metadata, field_manager);
         return;
     }
     let meta = std::mem::take(&mut profile.metadata);
@@ -336,7 +326,7 @@ fn trim_profile(profile: &mut ClusterProfile, source: &str, field_manager: &str)
 
 /// A companion's status (e.g. a ManifestWork's per-resource feedback) is never read.
 fn trim_companion(object: &mut DynamicObject, field_manager: &str) {
-    keep_own_managed_fields(&mut object.metadata, field_manager);
+    keep_own_apply_records(&mut object.metadata, field_manager);
     if let Some(data) = object.data.as_object_mut() {
         data.remove("status");
     }
