@@ -307,7 +307,8 @@ fn source_keys(meta: &ObjectMeta, source: &str) -> Vec<String> {
 }
 
 /// Keep of a cached profile only what the engine reads. Ours: everything but other managers'
-/// records. Others': name, labels and uid, which prove it exists and say whose it is.
+/// records. Others': name, uid and the two labels that say whose it is (a conflict names its
+/// manager); in a mixed estate they can outnumber ours.
 fn trim_profile(profile: &mut ClusterProfile, source: &str, field_manager: &str) {
     if is_ours(&profile.metadata, source) {
         keep_own_apply_records(&mut profile.metadata, field_manager);
@@ -318,7 +319,10 @@ fn trim_profile(profile: &mut ClusterProfile, source: &str, field_manager: &str)
         name: meta.name,
         namespace: meta.namespace,
         uid: meta.uid,
-        labels: meta.labels,
+        labels: meta.labels.map(|mut labels| {
+            labels.retain(|key, _| key == LABEL_SOURCE || key == LABEL_CLUSTER_MANAGER);
+            labels
+        }),
         ..ObjectMeta::default()
     };
     profile.status = None;
@@ -373,5 +377,37 @@ mod tests {
         assert_eq!(namespaced.namespace.as_deref(), Some("ns"));
         let cluster = object_ref_from_key::<k8s_openapi::api::core::v1::Namespace>("name");
         assert_eq!(cluster.namespace, None);
+    }
+
+    #[test]
+    fn cached_profiles_keep_what_the_engine_reads() {
+        let profile = |source: &str| {
+            let mut profile = ClusterProfile::new("p", Default::default());
+            profile.metadata.namespace = Some("inv".to_string());
+            profile.metadata.uid = Some("u1".to_string());
+            profile.metadata.labels = Some(BTreeMap::from([
+                (LABEL_SOURCE.to_string(), source.to_string()),
+                (LABEL_CLUSTER_MANAGER.to_string(), "cluster-api".to_string()),
+                ("env".to_string(), "prod".to_string()),
+            ]));
+            profile.metadata.annotations =
+                Some(BTreeMap::from([("a".to_string(), "b".to_string())]));
+            profile.status = Some(ClusterProfileStatus::default());
+            profile
+        };
+        let mut ours = profile("ocm-source");
+        trim_profile(&mut ours, "ocm-source", "ocm-source");
+        assert_eq!(ours.metadata.labels.as_ref().map(BTreeMap::len), Some(3));
+        assert!(ours.metadata.annotations.is_some() && ours.status.is_some());
+
+        let mut theirs = profile("capi-source");
+        trim_profile(&mut theirs, "ocm-source", "ocm-source");
+        let labels = theirs.metadata.labels.clone().unwrap_or_default();
+        assert_eq!(
+            labels.keys().map(String::as_str).collect::<Vec<_>>(),
+            [LABEL_SOURCE, LABEL_CLUSTER_MANAGER]
+        );
+        assert_eq!(theirs.metadata.uid.as_deref(), Some("u1"));
+        assert!(theirs.metadata.annotations.is_none() && theirs.status.is_none());
     }
 }
