@@ -51,6 +51,7 @@ async fn a_small_bench_reports_every_figure_and_its_invariants_hold() {
         churn_rate: 10.0,
         churn_window: Duration::from_secs(3),
         settle: Duration::from_secs(2),
+        floor_runs: 1,
         adapters: bench::ADAPTERS.iter().map(|a| a.to_string()).collect(),
         adapter_dir: adapter_dir(),
     };

@@ -50,6 +50,8 @@ pub struct Options {
     pub churn_window: Duration,
     /// No write for this long after a restart means quiet.
     pub settle: Duration,
+    /// Runs of each floor; the ratio uses their median (one run's floor varies by up to half).
+    pub floor_runs: usize,
     /// Which adapters (default: all of [`ADAPTERS`]).
     pub adapters: Vec<String>,
     /// Directory of the adapter binaries.
@@ -66,6 +68,7 @@ impl Default for Options {
             churn_rate: 20.0,
             churn_window: Duration::from_secs(60),
             settle: Duration::from_secs(5),
+            floor_runs: 3,
             adapters: ADAPTERS.iter().map(|a| a.to_string()).collect(),
             adapter_dir: PathBuf::from("target/release"),
         }
@@ -140,6 +143,7 @@ pub async fn run(options: &Options) -> Result<Report> {
         churn_rate: options.churn_rate,
         churn_window: options.churn_window,
         settle: options.settle,
+        floor_runs: options.floor_runs,
         adapter_dir: options.adapter_dir.clone(),
     };
     let mut report = Report {

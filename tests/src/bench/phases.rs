@@ -25,6 +25,8 @@ pub struct Settings {
     pub churn_window: Duration,
     /// After a restart: no write for this long means quiet.
     pub settle: Duration,
+    /// Runs of the floor (the median counts).
+    pub floor_runs: usize,
     /// Directory holding the adapter binaries.
     pub adapter_dir: PathBuf,
 }
@@ -53,8 +55,9 @@ pub trait Scenario {
     fn plan_change(&self, index: usize, visit: usize) -> (String, Expect);
     /// Make that change.
     async fn apply_change(&self, index: usize, visit: usize) -> Result<()>;
-    /// The floor: the same minimal API work in a tight loop (the adapter is stopped).
-    async fn floor(&self) -> Result<Duration>;
+    /// The floor: the same minimal API work in a tight loop (the adapter is stopped). Each
+    /// `run` writes fresh objects (its own namespace), so no run finds its writes done already.
+    async fn floor(&self, run: usize) -> Result<Duration>;
 }
 
 fn secs(d: Duration) -> f64 {
@@ -171,13 +174,18 @@ pub async fn measure<S: Scenario>(
     );
     drop(tracker);
 
-    // The floor, with the adapter stopped.
-    let floor = scenario.floor().await?;
-    report.cold.floor_seconds = secs(floor);
+    // The floor, with the adapter stopped; its median over the runs.
+    let mut floors = Vec::new();
+    for run in 0..settings.floor_runs.max(1) {
+        floors.push(secs(scenario.floor(run).await?));
+    }
+    report.cold.floor_runs_seconds = floors.clone();
+    floors.sort_by(f64::total_cmp);
+    report.cold.floor_seconds = floors[floors.len() / 2];
     report.cold.ratio = report.cold.seconds / report.cold.floor_seconds.max(0.001);
     eprintln!(
-        "bench {name}: floor {:.1}s, ratio {:.2}",
-        report.cold.floor_seconds, report.cold.ratio
+        "bench {name}: floor {:.1}s (median of {:?}), ratio {:.2}",
+        report.cold.floor_seconds, report.cold.floor_runs_seconds, report.cold.ratio
     );
     Ok(report)
 }

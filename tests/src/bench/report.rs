@@ -46,8 +46,11 @@ pub struct AdapterReport {
 pub struct Cold {
     /// From process start until the last object was exactly right.
     pub seconds: f64,
-    /// The floor: the same minimal API work in a tight loop, same client and concurrency.
+    /// The floor: the same minimal API work in a tight loop, same client and concurrency (the
+    /// median of `floor_runs_seconds`).
     pub floor_seconds: f64,
+    /// Every run of the floor, in order.
+    pub floor_runs_seconds: Vec<f64>,
     /// `seconds / floor_seconds`.
     pub ratio: f64,
     /// Objects found exactly right by a list after convergence.

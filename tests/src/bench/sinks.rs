@@ -17,7 +17,9 @@ use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::authentication::v1::{TokenRequest, TokenRequestSpec};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::api::{Api, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams};
+use kube::api::{
+    Api, DeleteParams, DynamicObject, ListParams, ObjectMeta, Patch, PatchParams, PostParams,
+};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
@@ -440,8 +442,8 @@ impl Scenario for SinkScenario {
         Ok(())
     }
 
-    async fn floor(&self) -> Result<Duration> {
-        sink_floor(self).await
+    async fn floor(&self, run: usize) -> Result<Duration> {
+        sink_floor(self, run).await
     }
 }
 
@@ -452,8 +454,9 @@ impl Scenario for SinkScenario {
 /// SelfSubjectReview with the new token through a client built from the kubeconfig (the
 /// "verified" of the target), and a server-side apply of each published object on the hub;
 /// with the sinks' default concurrency and admin clients like theirs.
-async fn sink_floor(scenario: &SinkScenario) -> Result<Duration> {
-    let floor = format!("bench-{}-floor", scenario.kind.short());
+async fn sink_floor(scenario: &SinkScenario, run: usize) -> Result<Duration> {
+    let floor = format!("bench-{}-floor-{run}", scenario.kind.short());
+    let seen = format!("seen-{run}");
     ensure_namespace(&scenario.hub, &floor).await?;
     let start = Instant::now();
     let params = PatchParams::apply("bench-floor").force();
@@ -470,8 +473,8 @@ async fn sink_floor(scenario: &SinkScenario) -> Result<Duration> {
     let clusters: Api<DynamicObject> =
         Api::namespaced_with(scenario.hub.clone(), &floor, &sveltos_clusters());
     futures::stream::iter((0..scenario.n).map(|i| {
-        let (accounts, secrets, clusters, params, floor) =
-            (&accounts, &secrets, &clusters, &params, &floor);
+        let (accounts, secrets, clusters, params, floor, seen) =
+            (&accounts, &secrets, &clusters, &params, &floor, &seen);
         async move {
             let profile = SinkScenario::name(i);
             let bootstrap: Api<Secret> = Api::namespaced(scenario.hub.clone(), &scenario.inventory);
@@ -483,7 +486,7 @@ async fn sink_floor(scenario: &SinkScenario) -> Result<Duration> {
                     params,
                     &Patch::Apply(json!({"apiVersion": "multicluster.x-k8s.io/v1alpha1",
                         "kind": "ClusterProfile",
-                        "metadata": {"name": profile, "labels": {"bench-floor": "seen"}}})),
+                        "metadata": {"name": profile, "labels": {"bench-floor": seen}}})),
                 )
                 .await?;
             let request = TokenRequest {
@@ -554,7 +557,17 @@ async fn sink_floor(scenario: &SinkScenario) -> Result<Duration> {
     .buffer_unordered(SINK_CONCURRENCY)
     .try_collect::<Vec<()>>()
     .await?;
-    Ok(start.elapsed())
+    let elapsed = start.elapsed();
+    // Untimed: the floor's objects go, so later adapters and runs do not watch them.
+    secrets
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    if scenario.kind == SinkKind::Sveltos {
+        clusters
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await?;
+    }
+    Ok(elapsed)
 }
 
 /// The floor's member identity on one member (with the sink's default rules); returns the API of

@@ -20,7 +20,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::{StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{Namespace, Secret};
-use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams};
+use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams};
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
@@ -215,7 +215,13 @@ async fn source_floor(
     .buffer_unordered(SOURCE_CONCURRENCY)
     .try_collect::<Vec<()>>()
     .await?;
-    Ok(start.elapsed())
+    let elapsed = start.elapsed();
+    // Untimed: the floor's profiles go, so later adapters (which watch every profile) and runs
+    // do not hold them.
+    target
+        .delete_collection(&DeleteParams::default(), &ListParams::default())
+        .await?;
+    Ok(elapsed)
 }
 
 // ---- ocm-source ---------------------------------------------------------------------------
@@ -421,8 +427,9 @@ impl Scenario for OcmScenario {
         Ok(())
     }
 
-    async fn floor(&self) -> Result<Duration> {
-        source_floor(&self.hub, &self.inventory, "bench-ocm-floor", |_| None).await
+    async fn floor(&self, run: usize) -> Result<Duration> {
+        let floor = format!("bench-ocm-floor-{run}");
+        source_floor(&self.hub, &self.inventory, &floor, |_| None).await
     }
 }
 
@@ -628,9 +635,10 @@ impl Scenario for CapiScenario {
         Ok(())
     }
 
-    async fn floor(&self) -> Result<Duration> {
+    async fn floor(&self, run: usize) -> Result<Duration> {
         let prefix = format!("{}-{}", self.namespace, self.prefix);
-        source_floor(&self.hub, &self.inventory, "bench-capi-floor", |name| {
+        let floor = format!("bench-capi-floor-{run}");
+        source_floor(&self.hub, &self.inventory, &floor, |name| {
             index_of(name, &prefix, self.n).map(|i| self.member(i).kubeconfig.clone())
         })
         .await

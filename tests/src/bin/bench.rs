@@ -40,6 +40,9 @@ struct Cli {
     /// After a restart, no write for this long means quiet (seconds).
     #[arg(long, default_value_t = 5)]
     settle_seconds: u64,
+    /// Runs of each floor; the ratio uses their median.
+    #[arg(long, default_value_t = 3)]
+    floor_runs: usize,
     /// Adapters to measure (comma-separated).
     #[arg(long, value_delimiter = ',', default_values_t = bench::ADAPTERS.iter().map(|a| a.to_string()).collect::<Vec<_>>())]
     adapters: Vec<String>,
@@ -68,6 +71,7 @@ async fn main() -> ExitCode {
         churn_rate: cli.churn_rate,
         churn_window: Duration::from_secs(cli.churn_seconds),
         settle: Duration::from_secs(cli.settle_seconds),
+        floor_runs: cli.floor_runs,
         adapters: cli.adapters.clone(),
         adapter_dir,
     };
