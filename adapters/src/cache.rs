@@ -10,7 +10,8 @@ use std::time::Duration;
 use futures::StreamExt;
 use futures::stream::BoxStream;
 use kube::Resource;
-use kube::api::Api;
+use kube::api::{Api, DynamicObject, ListParams};
+use kube::core::PartialObjectMeta;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde::de::DeserializeOwned;
@@ -18,6 +19,41 @@ use tracing::debug;
 
 use crate::error::Category;
 use crate::source::Problem;
+
+/// Objects per page of a watch's initial list. A page is decoded whole (every manager's
+/// `managedFields` included) before a cache trims its objects, so the page size is a transient
+/// peak at every (re)start: measured 96 MiB for a restarted sink whose 1,000 profiles came in one
+/// response, against 61 MiB at its cold start. 100 objects cost 5× the LIST requests of 500.
+pub const LIST_PAGE_SIZE: u32 = 100;
+
+/// The watcher configuration every cache starts from: paginated initial lists of
+/// [`LIST_PAGE_SIZE`], consistent reads (a watch cache answering `resourceVersion=0` ignores the
+/// page size and sends everything at once).
+pub fn watch_config() -> watcher::Config {
+    watcher::Config::default().page_size(LIST_PAGE_SIZE)
+}
+
+/// Every object's metadata that `params` selects, read in pages of [`LIST_PAGE_SIZE`] and kept
+/// without `managedFields` (for one-off scans such as a sink's orphan sweep: one unpaged list of
+/// 2,000 published objects was a restarted sink's largest transient, 18 MiB).
+pub async fn list_metadata_paged(
+    api: &Api<DynamicObject>,
+    params: &ListParams,
+) -> kube::Result<Vec<PartialObjectMeta<DynamicObject>>> {
+    let mut params = params.clone().limit(LIST_PAGE_SIZE);
+    let mut items = Vec::new();
+    loop {
+        let page = api.list_metadata(&params).await?;
+        items.extend(page.items.into_iter().map(|mut item| {
+            item.metadata.managed_fields = None;
+            item
+        }));
+        match page.metadata.continue_ {
+            Some(token) if !token.is_empty() => params = params.continue_token(&token),
+            _ => return Ok(items),
+        }
+    }
+}
 
 /// A watched, cached kind and the stream of "something changed" ticks that drives it.
 pub struct Cache<K: Resource<DynamicType = ()> + 'static> {

@@ -5,6 +5,7 @@ use std::marker::PhantomData;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use adapters::cache::watch_config;
 use adapters::kubeconfig_secret::SecretKubeconfig;
 use adapters::member_reads::{MemberReadMetrics, MemberReadSettings, MemberReader};
 use adapters::runtime::{LeaderContext, Metrics};
@@ -222,7 +223,7 @@ impl<C: CapiCluster> Source for CapiSource<C> {
             None => Api::all(self.client.clone()),
         };
         // CAPI's Secrets only, by label and type: never every Secret of the hub.
-        let config = watcher::Config::default()
+        let config = watch_config()
             .labels(LABEL_CLUSTER_NAME)
             .fields(&format!("type={SECRET_TYPE}"));
         let stream = watcher(api, config)

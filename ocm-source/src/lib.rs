@@ -12,7 +12,7 @@ pub mod types;
 
 use std::time::Duration;
 
-use adapters::cache::Cache;
+use adapters::cache::{Cache, watch_config};
 use adapters::source::{Observed, Problem, Projection, Source};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -45,12 +45,12 @@ impl OcmSource {
                 Some(Cache::new(
                     "ManagedClusterSet",
                     Api::all(client.clone()),
-                    watcher::Config::default(),
+                    watch_config(),
                 )),
                 Some(Cache::new(
                     "ManagedClusterSetBinding",
                     Api::all(client.clone()),
-                    watcher::Config::default(),
+                    watch_config(),
                 )),
             ),
             Placement::Inventory(_) => (None, None),

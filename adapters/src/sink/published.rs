@@ -22,6 +22,7 @@ use tracing::warn;
 
 use super::LABEL_PROFILE_UID;
 use crate::apply::keep_own_apply_records;
+use crate::cache::watch_config;
 use crate::index::Index;
 
 /// An answer from the watched view.
@@ -90,7 +91,7 @@ impl HubObjects {
                 let index = by_profile.clone();
                 let kind = resource.kind.clone();
                 let manager = field_manager.to_string();
-                let stream = watcher(api, watcher::Config::default().labels(selector))
+                let stream = watcher(api, watch_config().labels(selector))
                     .default_backoff()
                     // What "anything to write?" needs: our content and our own field ownership.
                     // A consumer's status (Sveltos reports on its SveltosClusters) and other
@@ -115,7 +116,7 @@ impl HubObjects {
                     Some(ns) => Api::namespaced_with(hub.clone(), ns, resource),
                     None => Api::all_with(hub.clone(), resource),
                 };
-                let names_stream = watcher(names_api, watcher::Config::default())
+                let names_stream = watcher(names_api, watch_config())
                     .default_backoff()
                     // Names are all this view is for.
                     .modify(|o| {

@@ -12,6 +12,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{info, warn};
 
 use super::*;
+use crate::cache::watch_config;
 use crate::error::Error;
 use crate::index::Index;
 use crate::profile::{ClusterProfile, GROUP};
@@ -34,7 +35,7 @@ pub async fn run_source<S: Source>(
     info!(adapter = name, version = %version, "writing ClusterProfiles as {GROUP}/{version}");
     let profile_api = ProfileApi::new(client.clone(), version);
 
-    let mut native_config = watcher::Config::default().page_size(500);
+    let mut native_config = watch_config();
     if let Some(selector) = &settings.args.cluster_selector {
         native_config = native_config.labels(selector);
     }
@@ -61,7 +62,7 @@ pub async fn run_source<S: Source>(
         })
         .touched_objects();
 
-    let ours = watcher::Config::default().labels(&format!("{LABEL_SOURCE}={name}"));
+    let ours = watch_config().labels(&format!("{LABEL_SOURCE}={name}"));
     // Every profile, not only ours: a profile absent from a synced cache is then known to be
     // absent on the hub, so a new cluster's profile is applied without a GET first.
     let (profiles, profile_writer) = reflector::store();
@@ -71,7 +72,7 @@ pub async fn run_source<S: Source>(
     let manager = leader.applier.field_manager().to_string();
     let profile_manager = manager.clone();
     let profile_stream = profile_api
-        .watch(watcher::Config::default())
+        .watch(watch_config())
         .default_backoff()
         .modify(move |profile: &mut ClusterProfile| trim_profile(profile, name, &profile_manager))
         .reflect(profile_writer)

@@ -145,7 +145,7 @@ impl Report {
         let mut out = String::new();
         let _ = writeln!(
             out,
-            "| adapter | N | cold s | floor s | ×floor | ms/obj | req/obj | quiet writes | churn p50/p99 ms (missed) | peak RSS MiB | CPU s | CPU ms/obj | restart ready/quiet s | restart writes | re-minted |"
+            "| adapter | N | cold s | floor s | ×floor | ms/obj | req/obj | quiet writes | churn p50/p99 ms (missed) | peak RSS MiB cold / restarted | CPU s | CPU ms/obj | restart ready/quiet s | restart writes | re-minted |"
         );
         let _ = writeln!(
             out,
@@ -154,7 +154,7 @@ impl Report {
         for a in &self.adapters {
             let _ = writeln!(
                 out,
-                "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {:.0} / {:.0} ({}) | {:.1} | {:.1} | {:.2} | {:.1} / {:.1} | {} | {} |",
+                "| {} | {} | {:.1} | {:.1} | {:.2} | {:.2} | {:.2} | {} | {:.0} / {:.0} ({}) | {:.1} / {:.1} | {:.1} | {:.2} | {:.1} / {:.1} | {} | {} |",
                 a.adapter,
                 a.objects,
                 a.cold.seconds,
@@ -170,6 +170,7 @@ impl Report {
                     .at_end
                     .peak_rss_mib
                     .max(a.process.at_convergence.peak_rss_mib),
+                a.restart.process.peak_rss_mib,
                 a.process.at_convergence.cpu_seconds,
                 a.process.cpu_ms_per_object,
                 a.restart.ready_seconds,

@@ -43,6 +43,7 @@ use super::{
     SinkMetrics, SinkOptions,
 };
 use crate::access::Resolver;
+use crate::cache::watch_config;
 use crate::error::{Error, Result};
 use crate::index::Index;
 use crate::kubeconfig::{self, Endpoint};
@@ -384,7 +385,7 @@ impl<S: Sink> Engine<S> {
             Some(ns) => Api::namespaced_with(self.hub.clone(), ns, &resource),
             None => Api::all_with(self.hub.clone(), &resource),
         };
-        let mut config = watcher::Config::default().any_semantic();
+        let mut config = watch_config();
         if let Some(selector) = &self.options.profile_selector {
             config = config.labels(selector);
         }
@@ -395,7 +396,7 @@ impl<S: Sink> Engine<S> {
             (None, Some(ns)) => Api::namespaced(self.hub.clone(), ns),
             (None, None) => Api::all(self.hub.clone()),
         };
-        let secret_config = watcher::Config::default().labels(&self.instance_selector());
+        let secret_config = watch_config().labels(&self.instance_selector());
         let mapper_resource = resource.clone();
         let mapper_scope = scope.clone();
         let writer = reflector::store::Writer::new(resource.clone());
@@ -784,7 +785,7 @@ async fn client_from_kubeconfig(
 async fn delete_dynamic(
     hub: &Client,
     resource: &ApiResource,
-    object: &DynamicObject,
+    object: &impl ResourceExt,
 ) -> std::result::Result<(), String> {
     let namespace = object.namespace().unwrap_or_default();
     let api: Api<DynamicObject> = Api::namespaced_with(hub.clone(), &namespace, resource);

@@ -10,6 +10,7 @@ use kube::api::{Api, DynamicObject, ListParams};
 use tracing::{info, warn};
 
 use super::{Engine, Key, Phase, delete_dynamic};
+use crate::cache::list_metadata_paged;
 use crate::error::Result;
 use crate::runtime::sleep_or_stop;
 use crate::sink::record::Record;
@@ -33,6 +34,8 @@ impl<S: Sink> Engine<S> {
     pub(super) async fn sweep(&self) -> Result<()> {
         // Hub objects are listed before profiles: an object created after this list cannot be
         // mistaken for an orphan, because its profile then shows up in the later profile list.
+        // Metadata only (labels and the record annotation are all a sweep reads): a full list of
+        // every published Secret at each start was the largest transient of a restarted sink.
         let mut hub_objects = Vec::new();
         for resource in S::hub_kinds() {
             for namespace in self.sweep_namespaces() {
@@ -40,12 +43,14 @@ impl<S: Sink> Engine<S> {
                     Some(ns) => Api::namespaced_with(self.hub.clone(), ns, &resource),
                     None => Api::all_with(self.hub.clone(), &resource),
                 };
-                match api
-                    .list(&ListParams::default().labels(&self.instance_selector()))
-                    .await
+                match list_metadata_paged(
+                    &api,
+                    &ListParams::default().labels(&self.instance_selector()),
+                )
+                .await
                 {
-                    Ok(list) => {
-                        hub_objects.extend(list.items.into_iter().map(|o| (resource.clone(), o)))
+                    Ok(items) => {
+                        hub_objects.extend(items.into_iter().map(|o| (resource.clone(), o)))
                     }
                     Err(kube::Error::Api(status)) if status.code == 404 => {}
                     Err(err) => return Err(err.into()),
@@ -64,9 +69,9 @@ impl<S: Sink> Engine<S> {
             if let Some(selector) = &self.options.profile_selector {
                 params = params.labels(selector);
             }
-            let matching = api.list_metadata(&params).await?;
-            selected.extend(matching.items.iter().filter_map(|p| p.metadata.uid.clone()));
-            selected_keys.extend(matching.items.iter().map(|p| {
+            let matching = list_metadata_paged(&api, &params).await?;
+            selected.extend(matching.iter().filter_map(|p| p.metadata.uid.clone()));
+            selected_keys.extend(matching.iter().map(|p| {
                 (
                     p.metadata.namespace.clone().unwrap_or_default(),
                     p.metadata.name.clone().unwrap_or_default(),
