@@ -652,7 +652,7 @@ async fn reconcile<S: Sink>(
 ) -> std::result::Result<Action, Failure> {
     let engine = &ctx.engine;
     let started = Instant::now();
-    let key = key_of(&object);
+    let key = key_of(object.as_ref());
     let deleting = object.metadata.deletion_timestamp.is_some();
     let result = if deleting {
         engine.cleanup(&object).await
@@ -733,7 +733,7 @@ fn member_key(namespace: &str, id: &str) -> String {
     format!("{namespace}/{id}")
 }
 
-fn key_of(object: &DynamicObject) -> Key {
+fn key_of(object: &impl ResourceExt) -> Key {
     (object.namespace().unwrap_or_default(), object.name_any())
 }
 

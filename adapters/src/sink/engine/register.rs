@@ -146,9 +146,9 @@ impl<S: Sink> Engine<S> {
             }
         }
         let me = super::key_of(object);
-        rivals.retain(|o| super::key_of(o) != me);
-        rivals.sort_by_key(|o| super::key_of(o));
-        rivals.dedup_by_key(|o| super::key_of(o));
+        rivals.retain(|o| super::key_of(o.as_ref()) != me);
+        rivals.sort_by_key(|o| super::key_of(o.as_ref()));
+        rivals.dedup_by_key(|o| super::key_of(o.as_ref()));
         let others = rivals.iter().filter_map(|o| {
             let other_config = SinkConfig {
                 namespace: self.hub_namespace(&o.namespace().unwrap_or_default()),
@@ -183,7 +183,7 @@ impl<S: Sink> Engine<S> {
 
     pub(super) async fn apply_finalizer(
         &self,
-        object: &DynamicObject,
+        object: &impl ResourceExt,
         present: bool,
     ) -> Result<(), Failure> {
         let (ns, name) = super::key_of(object);

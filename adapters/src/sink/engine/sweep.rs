@@ -78,8 +78,8 @@ impl<S: Sink> Engine<S> {
                 )
             }));
             if self.options.profile_selector.is_some() {
-                let everything = api.list(&ListParams::default()).await?;
-                unselected_with_finalizer.extend(everything.items.into_iter().filter(|p| {
+                let everything = list_metadata_paged(&api, &ListParams::default()).await?;
+                unselected_with_finalizer.extend(everything.into_iter().filter(|p| {
                     p.finalizers().contains(&self.finalizer)
                         && !p.uid().is_some_and(|uid| selected.contains(&uid))
                 }));
