@@ -54,6 +54,16 @@ impl ProfileVersion {
             .find(|v| served.iter().any(|s| s.as_ref() == v.as_str()))
     }
 
+    /// `profile` as this version serves it (the form `managedFields` paths refer to).
+    pub fn served_form(self, profile: &ClusterProfile) -> serde_json::Result<serde_json::Value> {
+        match self {
+            ProfileVersion::V1alpha1 => serde_json::to_value(profile),
+            ProfileVersion::V1alpha2 => {
+                serde_json::to_value(v1alpha2::ClusterProfile::from(profile))
+            }
+        }
+    }
+
     /// Ask the hub which version to write, waiting (with backoff, saying what is missing) until
     /// the ClusterProfile CRD is served. `None` when `stop` fires first.
     pub async fn discover_for_writing(client: &Client, stop: &CancellationToken) -> Option<Self> {

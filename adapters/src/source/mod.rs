@@ -47,7 +47,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::apply::keep_own_apply_records;
+use crate::apply::{keep_own_apply_digests, keep_own_apply_records};
 use crate::error::Category;
 use crate::index::Index;
 use crate::profile::{ClusterProfile, ClusterProfileStatus, LABEL_CLUSTER_MANAGER, v1alpha2};
@@ -148,7 +148,9 @@ pub struct Projection {
 
 /// What the engine observed for `project`, besides the native object itself.
 pub struct Observed<'a, X> {
-    /// Profiles this adapter currently has for the object (to keep timestamps stable).
+    /// Profiles this adapter currently has for the object, as cached: metadata, the cluster
+    /// manager, and of the status the conditions (type, status, `lastTransitionTime`) and the
+    /// properties, to keep values and timestamps stable.
     pub existing: Vec<&'a ClusterProfile>,
     /// The adapter's own observations (from [`Source::observe`]).
     pub extra: X,
@@ -306,12 +308,41 @@ fn source_keys(meta: &ObjectMeta, source: &str) -> Vec<String> {
         .collect()
 }
 
-/// Keep of a cached profile only what the engine reads. Ours: everything but other managers'
-/// records. Others': name, uid and the two labels that say whose it is (a conflict names its
-/// manager); in a mixed estate they can outnumber ours.
-fn trim_profile(profile: &mut ClusterProfile, source: &str, field_manager: &str) {
+/// Keep of a cached profile only what the engine reads. Ours: metadata, the cluster manager, and
+/// of the status what projections read to keep values and timestamps stable (conditions' type,
+/// status and transition time; properties), with our apply records as digests of the values they
+/// cover (see [`keep_own_apply_digests`]); whole, with our records as text, if those cannot be
+/// kept as digests. Others': name, uid and the two labels that say whose it is (a conflict names
+/// its manager); in a mixed estate they can outnumber ours.
+fn trim_profile(
+    profile: &mut ClusterProfile,
+    source: &str,
+    field_manager: &str,
+    version: ProfileVersion,
+) {
     if is_ours(&profile.metadata, source) {
-        keep_own_apply_records(&mut profile.metadata, field_manager);
+        let digested = version.served_form(profile).is_ok_and(|served| {
+            keep_own_apply_digests(&mut profile.metadata, &served, field_manager)
+        });
+        if !digested {
+            keep_own_apply_records(&mut profile.metadata, field_manager);
+            return;
+        }
+        profile.spec.display_name = None;
+        // Deletes are conditioned on the uid; nothing reads the versions or the creation time.
+        profile.metadata.resource_version = None;
+        profile.metadata.generation = None;
+        profile.metadata.creation_timestamp = None;
+        if let Some(status) = profile.status.as_mut() {
+            // The CA bundles, messages and version are only ever compared, and the digest does that.
+            status.access_providers.clear();
+            status.credential_providers.clear();
+            status.version = None;
+            for condition in &mut status.conditions {
+                condition.reason.clear();
+                condition.message.clear();
+            }
+        }
         return;
     }
     let meta = std::mem::take(&mut profile.metadata);
@@ -381,27 +412,151 @@ mod tests {
 
     #[test]
     fn cached_profiles_keep_what_the_engine_reads() {
+        use crate::apply::{Subresource, needs_apply};
+        use crate::profile::{AccessProvider, Cluster, ClusterVersion, Property};
+        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+            Condition, FieldsV1, ManagedFieldsEntry,
+        };
+        use serde_json::{Value, json};
+
+        let time = |second: i64| Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap());
         let profile = |source: &str| {
             let mut profile = ClusterProfile::new("p", Default::default());
             profile.metadata.namespace = Some("inv".to_string());
-            profile.metadata.uid = Some("u1".to_string());
             profile.metadata.labels = Some(BTreeMap::from([
                 (LABEL_SOURCE.to_string(), source.to_string()),
                 (LABEL_CLUSTER_MANAGER.to_string(), "cluster-api".to_string()),
                 ("env".to_string(), "prod".to_string()),
             ]));
-            profile.metadata.annotations =
-                Some(BTreeMap::from([("a".to_string(), "b".to_string())]));
-            profile.status = Some(ClusterProfileStatus::default());
+            profile.metadata.annotations = Some(BTreeMap::from([(
+                ANNOTATION_SOURCE_OBJECT.to_string(),
+                "p".to_string(),
+            )]));
+            profile.spec.display_name = Some("p".to_string());
+            profile.spec.cluster_manager.name = "cluster-api".to_string();
+            profile.status = Some(ClusterProfileStatus {
+                conditions: vec![Condition {
+                    type_: "ControlPlaneHealthy".to_string(),
+                    status: "True".to_string(),
+                    reason: "Available".to_string(),
+                    message: "the member answers".to_string(),
+                    last_transition_time: time(1_000),
+                    observed_generation: None,
+                }],
+                version: Some(ClusterVersion {
+                    kubernetes: Some("v1.36.0".to_string()),
+                }),
+                properties: vec![Property {
+                    name: "region".to_string(),
+                    value: "eu".to_string(),
+                    last_observed_time: Some(time(2_000)),
+                }],
+                access_providers: vec![AccessProvider {
+                    name: "kubeconfig".to_string(),
+                    cluster: Some(Cluster {
+                        server: "https://member:6443".to_string(),
+                        certificate_authority_data: Some("LS0tLS1CRUdJTiBDRVJU".to_string()),
+                        ..Cluster::default()
+                    }),
+                }],
+                credential_providers: Vec::new(),
+            });
             profile
         };
-        let mut ours = profile("ocm-source");
-        trim_profile(&mut ours, "ocm-source", "ocm-source");
-        assert_eq!(ours.metadata.labels.as_ref().map(BTreeMap::len), Some(3));
-        assert!(ours.metadata.annotations.is_some() && ours.status.is_some());
+        // What the engine applies: metadata and spec, then status.
+        let desired_main = |profile: &ClusterProfile| ClusterProfile {
+            metadata: ObjectMeta {
+                name: profile.metadata.name.clone(),
+                namespace: profile.metadata.namespace.clone(),
+                labels: profile.metadata.labels.clone(),
+                annotations: profile.metadata.annotations.clone(),
+                ..ObjectMeta::default()
+            },
+            spec: profile.spec.clone(),
+            status: None,
+        };
+        let record = |fields: Value, subresource: Option<&str>| ManagedFieldsEntry {
+            manager: Some("ocm-source".to_string()),
+            operation: Some("Apply".to_string()),
+            fields_v1: Some(FieldsV1(fields)),
+            subresource: subresource.map(str::to_string),
+            ..ManagedFieldsEntry::default()
+        };
+        for version in [ProfileVersion::V1alpha1, ProfileVersion::V1alpha2] {
+            let published = profile("ocm-source");
+            let mut ours = published.clone();
+            ours.metadata.uid = Some("u1".to_string());
+            ours.metadata.managed_fields = Some(vec![
+                record(
+                    json!({"f:metadata": {"f:labels": {}, "f:annotations": {}}, "f:spec": {}}),
+                    None,
+                ),
+                record(json!({"f:status": {}}), Some("status")),
+                ManagedFieldsEntry {
+                    manager: Some("someone-else".to_string()),
+                    ..ManagedFieldsEntry::default()
+                },
+            ]);
+            trim_profile(&mut ours, "ocm-source", "ocm-source", version);
+            assert_eq!(ours.metadata.labels.as_ref().map(BTreeMap::len), Some(3));
+            assert_eq!(ours.metadata.managed_fields.as_ref().map(Vec::len), Some(2));
+            let status = ours.status.clone().unwrap_or_default();
+            // What projections read stays; what only an apply compares is gone.
+            assert_eq!(
+                status.properties,
+                published.status.clone().unwrap().properties
+            );
+            assert_eq!(status.conditions[0].status, "True");
+            assert_eq!(status.conditions[0].last_transition_time, time(1_000));
+            assert!(status.conditions[0].message.is_empty());
+            assert!(status.access_providers.is_empty() && status.version.is_none());
+
+            // The digests decide as the whole object did.
+            let current = version.served_form(&ours).unwrap();
+            let main = version.served_form(&desired_main(&published)).unwrap();
+            let whole = version.served_form(&published).unwrap();
+            assert!(!needs_apply(
+                &main,
+                Some(&current),
+                "ocm-source",
+                Subresource::Main
+            ));
+            assert!(!needs_apply(
+                &whole,
+                Some(&current),
+                "ocm-source",
+                Subresource::Status
+            ));
+            let mut moved = published.clone();
+            if let Some(provider) = moved.status.as_mut().unwrap().access_providers.first_mut() {
+                provider.cluster.as_mut().unwrap().server = "https://elsewhere:6443".to_string();
+            }
+            let moved = version.served_form(&moved).unwrap();
+            assert!(needs_apply(
+                &moved,
+                Some(&current),
+                "ocm-source",
+                Subresource::Status
+            ));
+            let mut relabelled = desired_main(&published);
+            relabelled.metadata.labels.as_mut().unwrap().remove("env");
+            let relabelled = version.served_form(&relabelled).unwrap();
+            assert!(needs_apply(
+                &relabelled,
+                Some(&current),
+                "ocm-source",
+                Subresource::Main
+            ));
+        }
 
         let mut theirs = profile("capi-source");
-        trim_profile(&mut theirs, "ocm-source", "ocm-source");
+        theirs.metadata.uid = Some("u1".to_string());
+        trim_profile(
+            &mut theirs,
+            "ocm-source",
+            "ocm-source",
+            ProfileVersion::V1alpha2,
+        );
         let labels = theirs.metadata.labels.clone().unwrap_or_default();
         assert_eq!(
             labels.keys().map(String::as_str).collect::<Vec<_>>(),

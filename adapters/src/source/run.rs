@@ -71,10 +71,13 @@ pub async fn run_source<S: Source>(
     let index = profiles_by_source.clone();
     let manager = leader.applier.field_manager().to_string();
     let profile_manager = manager.clone();
+    let served_as = profile_api.version();
     let profile_stream = profile_api
         .watch(watch_config())
         .default_backoff()
-        .modify(move |profile: &mut ClusterProfile| trim_profile(profile, name, &profile_manager))
+        .modify(move |profile: &mut ClusterProfile| {
+            trim_profile(profile, name, &profile_manager, served_as)
+        })
         .reflect(profile_writer)
         .inspect(move |event| {
             index.observe(event);

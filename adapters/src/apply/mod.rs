@@ -21,6 +21,8 @@ use serde_json::{Map, Value};
 
 use crate::error::Result;
 
+mod digest;
+
 /// Which part of an object an apply targets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Subresource {
@@ -60,12 +62,61 @@ pub fn needs_apply(
     let Some(current) = current else {
         return true;
     };
-    let Some(owned) = owned_fields(current, field_manager, subresource) else {
+    match owned_record(current, field_manager, subresource) {
         // Not yet a manager of this object: apply once so our ownership is recorded and later
         // removals are carried out by the server.
+        None => true,
+        Some(OwnedRecord::Digest(kept)) => digest::desired_digest(desired, subresource) != kept,
+        Some(OwnedRecord::Fields(owned)) => {
+            !(is_subset(&strip_identity(desired), current) && fields_covered(&owned, desired))
+        }
+    }
+}
+
+/// Keep of a cached object's server-side apply records only `field_manager`'s own, each as a
+/// digest of the values `served` (the object as the API serves it) holds at the fields it names
+/// (see [`digest`]). Returns whether every `Apply` record of ours could be kept so: then
+/// [`needs_apply`] no longer reads the object's content, and the cache may drop what nothing else
+/// reads. A record that cannot (positional list entries) is kept as [`keep_own_apply_records`]
+/// keeps it.
+pub fn keep_own_apply_digests(meta: &mut ObjectMeta, served: &Value, field_manager: &str) -> bool {
+    let Some(entries) = meta.managed_fields.as_mut() else {
         return true;
     };
-    !(is_subset(&strip_identity(desired), current) && fields_covered(&owned, desired))
+    entries.retain(|entry| entry.manager.as_deref() == Some(field_manager));
+    let mut content_unneeded = true;
+    for entry in entries.iter_mut() {
+        let Some(FieldsV1(fields)) = entry.fields_v1.as_mut() else {
+            continue;
+        };
+        let kept = match &*fields {
+            Value::String(text) => serde_json::from_str(text)
+                .ok()
+                .and_then(|tree| digest::owned_values_digest(&tree, served)),
+            tree => digest::owned_values_digest(tree, served),
+        };
+        match kept {
+            Some(kept) => {
+                *fields = Value::String(kept);
+                // Never read: which manager, operation and subresource, and the digest, decide.
+                entry.api_version = None;
+                entry.fields_type = None;
+                entry.time = None;
+            }
+            None => {
+                content_unneeded &= entry.operation.as_deref() != Some("Apply");
+                if !fields.is_string()
+                    && let Ok(text) = serde_json::to_string(fields)
+                {
+                    *fields = Value::String(text);
+                }
+            }
+        }
+    }
+    if entries.is_empty() {
+        meta.managed_fields = None;
+    }
+    content_unneeded
 }
 
 /// Keep of a cached object's server-side apply records only `field_manager`'s own, each with its
@@ -91,13 +142,21 @@ pub fn keep_own_apply_records(meta: &mut ObjectMeta, field_manager: &str) {
     }
 }
 
-/// The `fieldsV1` our manager holds for this subresource via `Apply` operations (as the server
-/// sends it, or as the JSON text [`keep_own_apply_records`] keeps).
-fn owned_fields<'a>(
+/// What a cache keeps of the fields our manager owns.
+enum OwnedRecord<'a> {
+    /// The `fieldsV1` tree (as the server sends it, or parsed from the text
+    /// [`keep_own_apply_records`] keeps).
+    Fields(Cow<'a, Value>),
+    /// The digest [`keep_own_apply_digests`] keeps.
+    Digest(&'a str),
+}
+
+/// The record of the fields our manager holds for this subresource via `Apply` operations.
+fn owned_record<'a>(
     current: &'a Value,
     field_manager: &str,
     subresource: Subresource,
-) -> Option<Cow<'a, Value>> {
+) -> Option<OwnedRecord<'a>> {
     current
         .pointer("/metadata/managedFields")?
         .as_array()?
@@ -110,9 +169,14 @@ fn owned_fields<'a>(
         })
         .and_then(|entry| entry.get("fieldsV1"))
         .and_then(|fields| match fields {
+            Value::String(text) if text.starts_with(digest::DIGEST_PREFIX) => {
+                Some(OwnedRecord::Digest(text))
+            }
             // Unreadable text counts as "not recorded": the apply then runs, which is safe.
-            Value::String(text) => serde_json::from_str(text).ok().map(Cow::Owned),
-            tree => Some(Cow::Borrowed(tree)),
+            Value::String(text) => serde_json::from_str(text)
+                .ok()
+                .map(|tree| OwnedRecord::Fields(Cow::Owned(tree))),
+            tree => Some(OwnedRecord::Fields(Cow::Borrowed(tree))),
         })
 }
 
@@ -497,5 +561,135 @@ mod tests {
         };
         keep_own_apply_records(&mut foreign_only, "ocm-source");
         assert!(foreign_only.managed_fields.is_none());
+    }
+
+    /// `current` as a cache that keeps digests holds it: metadata only, records as digests.
+    fn digested(current: &Value) -> Value {
+        let mut meta: ObjectMeta = serde_json::from_value(current["metadata"].clone()).unwrap();
+        assert!(keep_own_apply_digests(&mut meta, current, "ocm-source"));
+        json!({"metadata": serde_json::to_value(&meta).unwrap()})
+    }
+
+    #[test]
+    fn digested_records_decide_as_the_whole_object() {
+        let conditions_owned = json!({"f:status": {"f:conditions": {
+            ".": {},
+            "k:{\"type\":\"Joined\"}": {".": {}, "f:status": {}, "f:type": {}}
+        }}});
+        let with_conditions = |conditions: Value| {
+            object_with_managed(
+                conditions_owned.clone(),
+                Some("status"),
+                json!({"metadata": {"name": "a"}, "status": {"conditions": conditions}}),
+            )
+        };
+        let labelled = object_with_managed(
+            json!({"f:metadata": {"f:labels": {".": {}, "f:env": {}}}, "f:data": {"f:k": {}, "f:n": {}}}),
+            None,
+            json!({"metadata": {"name": "a", "labels": {"env": "prod", "other": "x"}}, "data": {"k": "v", "n": 2}}),
+        );
+        let cases = [
+            // (what we want, what the server holds, subresource, whether an apply is needed)
+            (
+                json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "a", "labels": {"env": "prod"}}, "data": {"k": "v", "n": 2.0}}),
+                labelled.clone(),
+                Subresource::Main,
+                false,
+            ),
+            (
+                json!({"metadata": {"name": "a", "labels": {"env": "dev"}}, "data": {"k": "v", "n": 2}}),
+                labelled.clone(),
+                Subresource::Main,
+                true,
+            ),
+            // A field we own and no longer want: the apply removes it.
+            (
+                json!({"metadata": {"name": "a", "labels": {"env": "prod"}}, "data": {"k": "v"}}),
+                labelled.clone(),
+                Subresource::Main,
+                true,
+            ),
+            // A field we do not have yet.
+            (
+                json!({"metadata": {"name": "a", "labels": {"env": "prod", "new": "y"}}, "data": {"k": "v", "n": 2}}),
+                labelled.clone(),
+                Subresource::Main,
+                true,
+            ),
+            // Empty values are dropped by the server.
+            (
+                json!({"metadata": {"name": "a", "labels": {"env": "prod"}, "annotations": {}}, "data": {"k": "v", "n": 2}, "spec": null}),
+                labelled.clone(),
+                Subresource::Main,
+                false,
+            ),
+            // Others' list-map entries beside ours, in any order.
+            (
+                json!({"metadata": {"name": "a"}, "status": {"conditions": [{"type": "Joined", "status": "True"}]}}),
+                with_conditions(
+                    json!([{"type": "Other", "status": "False"}, {"type": "Joined", "status": "True"}]),
+                ),
+                Subresource::Status,
+                false,
+            ),
+            (
+                json!({"metadata": {"name": "a"}, "status": {"conditions": [{"type": "Joined", "status": "False"}]}}),
+                with_conditions(json!([{"type": "Joined", "status": "True"}])),
+                Subresource::Status,
+                true,
+            ),
+            // The status we own says nothing about the main resource, nor the reverse.
+            (
+                json!({"metadata": {"name": "a"}, "status": {"conditions": [{"type": "Joined", "status": "True"}]}}),
+                with_conditions(json!([{"type": "Joined", "status": "True"}])),
+                Subresource::Main,
+                true,
+            ),
+            // Set members, in order.
+            (
+                json!({"metadata": {"name": "a", "finalizers": ["x", "y"]}}),
+                object_with_managed(
+                    json!({"f:metadata": {"f:finalizers": {".": {}, "v:\"x\"": {}, "v:\"y\"": {}}}}),
+                    None,
+                    json!({"metadata": {"name": "a", "finalizers": ["x", "y"]}}),
+                ),
+                Subresource::Main,
+                false,
+            ),
+            (
+                json!({"metadata": {"name": "a", "finalizers": ["x"]}}),
+                object_with_managed(
+                    json!({"f:metadata": {"f:finalizers": {".": {}, "v:\"x\"": {}, "v:\"y\"": {}}}}),
+                    None,
+                    json!({"metadata": {"name": "a", "finalizers": ["x", "y"]}}),
+                ),
+                Subresource::Main,
+                true,
+            ),
+        ];
+        for (index, (desired, current, subresource, expected)) in cases.iter().enumerate() {
+            let whole = needs_apply(desired, Some(current), "ocm-source", *subresource);
+            let kept = needs_apply(
+                desired,
+                Some(&digested(current)),
+                "ocm-source",
+                *subresource,
+            );
+            assert_eq!(whole, *expected, "case {index}, whole object");
+            assert_eq!(kept, *expected, "case {index}, digest");
+        }
+    }
+
+    #[test]
+    fn records_that_cannot_be_digested_are_kept_and_say_so() {
+        let current = object_with_managed(
+            json!({"f:spec": {"f:args": {"i:0": {}}}}),
+            None,
+            json!({"metadata": {"name": "a"}, "spec": {"args": ["x"]}}),
+        );
+        let mut meta: ObjectMeta = serde_json::from_value(current["metadata"].clone()).unwrap();
+        assert!(!keep_own_apply_digests(&mut meta, &current, "ocm-source"));
+        let record = meta.managed_fields.unwrap_or_default()[0].fields_v1.clone();
+        assert!(matches!(record, Some(FieldsV1(Value::String(text))) if text.starts_with('{')));
     }
 }
