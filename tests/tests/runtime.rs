@@ -263,9 +263,8 @@ async fn event_recorder_publishes_events_on_the_object() {
         uid: Some("00000000-0000-0000-0000-000000000001".into()),
         ..ObjectReference::default()
     };
-    recorder
-        .warn(&object, "InvalidInput", "Project", "label value too long")
-        .await;
+    // Published in the background: the call returns before the Event exists.
+    recorder.warn(&object, "InvalidInput", "Project", "label value too long");
     let events: Api<Event> = Api::namespaced(client, &namespace);
     let found = wait_for(Duration::from_secs(10), "event", || {
         let events = events.clone();
@@ -290,27 +289,32 @@ async fn event_recorder_publishes_events_on_the_object() {
 
     // A second, different problem of the same category is its own Event (not folded into the
     // first one's series with the old text); a repeat of the first aggregates into its series.
-    recorder
-        .warn(&object, "InvalidInput", "Project", "claim value too long")
-        .await;
-    recorder
-        .warn(&object, "InvalidInput", "Project", "label value too long")
-        .await;
-    let all = events.list(&ListParams::default()).await.unwrap().items;
-    let notes: std::collections::BTreeMap<String, i32> = all
-        .iter()
-        .map(|e| {
-            (
-                e.note.clone().unwrap_or_default(),
-                e.series.as_ref().map_or(1, |s| s.count),
+    recorder.warn(&object, "InvalidInput", "Project", "claim value too long");
+    recorder.warn(&object, "InvalidInput", "Project", "label value too long");
+    let expected = std::collections::BTreeMap::from([
+        ("claim value too long".to_string(), 1),
+        ("label value too long".to_string(), 2),
+    ]);
+    let notes = || {
+        let events = events.clone();
+        async move {
+            let all = events.list(&ListParams::default()).await?.items;
+            Ok::<_, kube::Error>(
+                all.iter()
+                    .map(|e| {
+                        (
+                            e.note.clone().unwrap_or_default(),
+                            e.series.as_ref().map_or(1, |s| s.count),
+                        )
+                    })
+                    .collect::<std::collections::BTreeMap<String, i32>>(),
             )
-        })
-        .collect();
-    assert_eq!(
-        notes,
-        std::collections::BTreeMap::from([
-            ("claim value too long".to_string(), 1),
-            ("label value too long".to_string(), 2),
-        ])
-    );
+        }
+    };
+    let reached = wait_for(Duration::from_secs(10), "both reports published", || {
+        let (notes, expected) = (notes(), expected.clone());
+        async move { Ok(Some(notes.await?).filter(|n| *n == expected)) }
+    })
+    .await;
+    assert!(reached.is_ok(), "{:?}", notes().await);
 }

@@ -8,9 +8,9 @@
 //! way. Equal hashes mean the server already holds exactly what we would apply (and we own nothing
 //! we no longer want); anything else applies.
 //!
-//! Both sides are brought to one canonical form first: empty values dropped (the server drops
-//! them), numbers compared as numbers, lists of objects in a fixed order (as `is_subset` ignores
-//! their order), object keys sorted.
+//! Both sides are written in one canonical form, straight from the JSON without copies: empty
+//! values dropped (the server drops them), numbers compared as numbers, lists of objects in a fixed
+//! order (as `is_subset` ignores their order), object keys sorted.
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD_NO_PAD;
@@ -26,52 +26,61 @@ pub(super) const DIGEST_PREFIX: &str = "sha256:";
 /// `fields_v1`. `None` when the record cannot be read that way (`i:` positional entries, a shape
 /// that does not match the object): the caller then keeps the record itself.
 pub(super) fn owned_values_digest(fields_v1: &Value, served: &Value) -> Option<String> {
-    let owned = owned_values(fields_v1, served)?;
-    Some(digest(&owned))
+    let mut text = Vec::new();
+    write_owned(fields_v1, served, &mut text)?;
+    Some(digest(&text))
 }
 
 /// The digest of what an apply of `desired` to `subresource` would own, in the form
 /// [`owned_values_digest`] gives for an object that holds exactly that.
 pub(super) fn desired_digest(desired: &Value, subresource: Subresource) -> String {
-    let mut content = Map::new();
-    if let Some(fields) = desired.as_object() {
-        match subresource {
-            Subresource::Status => {
-                if let Some(status) = fields.get("status") {
-                    content.insert("status".to_string(), status.clone());
+    let top = desired.as_object().into_iter().flatten();
+    let mut text = Vec::new();
+    match subresource {
+        Subresource::Status => {
+            write_members(
+                top.filter(|(key, _)| *key == "status"),
+                &mut text,
+                |_, value, out| write_canonical(value, out),
+            );
+        }
+        Subresource::Main => {
+            // Identity selects the object; status goes through its subresource.
+            let content =
+                top.filter(|(key, _)| !matches!(key.as_str(), "apiVersion" | "kind" | "status"));
+            write_members(content, &mut text, |key, value, out| {
+                if key != "metadata" {
+                    return write_canonical(value, out);
                 }
-            }
-            Subresource::Main => {
-                for (key, value) in fields {
-                    match key.as_str() {
-                        // Identity selects the object; status goes through its subresource.
-                        "apiVersion" | "kind" | "status" => {}
-                        "metadata" => {
-                            let mut metadata = value.as_object().cloned().unwrap_or_default();
-                            metadata.remove("name");
-                            metadata.remove("namespace");
-                            content.insert(key.clone(), Value::Object(metadata));
-                        }
-                        _ => {
-                            content.insert(key.clone(), value.clone());
-                        }
-                    }
-                }
-            }
+                let metadata = value.as_object().into_iter().flatten();
+                write_members(
+                    metadata.filter(|(key, _)| !matches!(key.as_str(), "name" | "namespace")),
+                    out,
+                    |_, value, out| write_canonical(value, out),
+                )
+            });
         }
     }
-    digest(&Value::Object(content))
+    digest(&text)
 }
 
-/// The part of `value` at the fields `fields_v1` names.
-fn owned_values(fields_v1: &Value, value: &Value) -> Option<Value> {
+fn digest(text: &[u8]) -> String {
+    format!(
+        "{DIGEST_PREFIX}{}",
+        STANDARD_NO_PAD.encode(Sha256::digest(text))
+    )
+}
+
+/// Canonical text of the part of `value` at the fields `fields_v1` names, appended to `out`.
+/// `Some(false)` when nothing is left of it (nothing appended), `None` when unreadable.
+fn write_owned(fields_v1: &Value, value: &Value, out: &mut Vec<u8>) -> Option<bool> {
     let fields = fields_v1.as_object()?;
-    // A leaf (`{}`): the whole value is ours.
-    if fields.keys().all(|key| key == ".") && !fields.is_empty() {
-        return Some(empty_like(value));
-    }
+    // A leaf (`{}`): the whole value is ours. Only `.`: the map or list exists, none of its members.
     if fields.is_empty() {
-        return Some(value.clone());
+        return Some(write_canonical(value, out));
+    }
+    if fields.keys().all(|key| key == ".") {
+        return Some(false);
     }
     let keyed = fields
         .keys()
@@ -91,7 +100,10 @@ fn owned_values(fields_v1: &Value, value: &Value) -> Option<Value> {
                     .iter()
                     .find(|item| keys.iter().all(|(k, v)| item.get(k) == Some(v)))
                 {
-                    owned.push(owned_values(child, item)?);
+                    let mut text = Vec::new();
+                    if write_owned(child, item, &mut text)? {
+                        owned.push((item.is_object(), text));
+                    }
                 }
             } else if let Some(set_value) = key.strip_prefix("v:") {
                 members.push(serde_json::from_str::<Value>(set_value).ok()?);
@@ -100,125 +112,134 @@ fn owned_values(fields_v1: &Value, value: &Value) -> Option<Value> {
             }
         }
         // Set members in the object's order: the order of a list of scalars counts.
-        owned.extend(items.iter().filter(|item| members.contains(item)).cloned());
-        return Some(Value::Array(owned));
+        for item in items.iter().filter(|item| members.contains(item)) {
+            let mut text = Vec::new();
+            if write_canonical(item, &mut text) {
+                owned.push((item.is_object(), text));
+            }
+        }
+        return Some(write_items(owned, out));
     }
     let object = value.as_object()?;
-    let mut owned = Map::new();
+    let mut owned = Vec::new();
     for (key, child) in fields {
         if key == "." {
             continue;
         }
         let field = key.strip_prefix("f:")?;
-        if let Some(present) = object.get(field) {
-            owned.insert(field.to_string(), owned_values(child, present)?);
+        if let Some((name, present)) = object.get_key_value(field) {
+            owned.push((name, (child, present)));
         }
     }
-    Some(Value::Object(owned))
+    // Unreadable children make the whole record unreadable.
+    let mut readable = true;
+    let written = write_members(
+        owned.into_iter(),
+        out,
+        |_, (child, present), out| match write_owned(child, present, out) {
+            Some(written) => written,
+            None => {
+                readable = false;
+                false
+            }
+        },
+    );
+    readable.then_some(written)
 }
 
-/// A map or list whose own presence is recorded (`{".": {}}`) but none of its members.
-fn empty_like(value: &Value) -> Value {
+/// Canonical text of `value` appended to `out`: empty values left out (the server drops them),
+/// numbers as numbers, lists of objects ordered by content, object keys sorted. False when
+/// nothing is left of it (nothing appended).
+fn write_canonical(value: &Value, out: &mut Vec<u8>) -> bool {
     match value {
-        Value::Array(_) => Value::Array(Vec::new()),
-        Value::Object(_) => Value::Object(Map::new()),
-        other => other.clone(),
-    }
-}
-
-fn digest(value: &Value) -> String {
-    let mut hasher = Sha256::new();
-    if let Some(canonical) = canonical(value) {
-        write_canonical(&canonical, &mut hasher);
-    }
-    format!(
-        "{DIGEST_PREFIX}{}",
-        STANDARD_NO_PAD.encode(hasher.finalize())
-    )
-}
-
-/// `value` without empty values, its numbers as the server would compare them and its lists of
-/// objects ordered by content. `None` when nothing is left.
-fn canonical(value: &Value) -> Option<Value> {
-    match value {
-        Value::Null => None,
-        Value::Object(fields) => {
-            let kept: Map<String, Value> = fields
-                .iter()
-                .filter_map(|(key, child)| Some((key.clone(), canonical(child)?)))
-                .collect();
-            (!kept.is_empty()).then_some(Value::Object(kept))
-        }
-        Value::Array(items) => {
-            let mut kept: Vec<Value> = items.iter().filter_map(canonical).collect();
-            if kept.is_empty() {
-                return None;
-            }
-            if kept.iter().any(Value::is_object) {
-                kept.sort_by_cached_key(|item| {
-                    let mut text = Vec::new();
-                    write_canonical(item, &mut text);
-                    text
-                });
-            }
-            Some(Value::Array(kept))
-        }
-        Value::Number(number) => Some(match number.as_f64() {
-            Some(float) if float.fract() == 0.0 && float.abs() < 9.0e15 => {
-                Value::from(float as i64)
-            }
-            _ => value.clone(),
+        Value::Null => false,
+        Value::Object(fields) => write_members(fields.iter(), out, |_, value, out| {
+            write_canonical(value, out)
         }),
-        other => Some(other.clone()),
-    }
-}
-
-/// Something canonical text can be written to (a hasher, or bytes to sort by).
-trait Sink {
-    fn put(&mut self, bytes: &[u8]);
-}
-
-impl Sink for Sha256 {
-    fn put(&mut self, bytes: &[u8]) {
-        self.update(bytes);
-    }
-}
-
-impl Sink for Vec<u8> {
-    fn put(&mut self, bytes: &[u8]) {
-        self.extend_from_slice(bytes);
-    }
-}
-
-/// JSON text with object keys sorted, whatever order the map keeps them in.
-fn write_canonical(value: &Value, out: &mut impl Sink) {
-    match value {
-        Value::Object(fields) => {
-            let mut keys: Vec<&String> = fields.keys().collect();
-            keys.sort();
-            out.put(b"{");
-            for (index, key) in keys.into_iter().enumerate() {
-                if index > 0 {
-                    out.put(b",");
-                }
-                write_canonical(&Value::String(key.clone()), out);
-                out.put(b":");
-                if let Some(child) = fields.get(key) {
-                    write_canonical(child, out);
-                }
-            }
-            out.put(b"}");
-        }
         Value::Array(items) => {
-            out.put(b"[");
-            for (index, item) in items.iter().enumerate() {
-                if index > 0 {
-                    out.put(b",");
-                }
-                write_canonical(item, out);
-            }
-            out.put(b"]");
+            let texts = items
+                .iter()
+                .filter_map(|item| {
+                    let mut text = Vec::new();
+                    write_canonical(item, &mut text).then_some((item.is_object(), text))
+                })
+                .collect();
+            write_items(texts, out)
         }
-        scalar => out.put(scalar.to_string().as_bytes()),
+        Value::Number(number) => {
+            match number.as_f64() {
+                Some(float) if float.fract() == 0.0 && float.abs() < 9.0e15 => {
+                    out.extend_from_slice((float as i64).to_string().as_bytes());
+                }
+                _ => out.extend_from_slice(number.to_string().as_bytes()),
+            }
+            true
+        }
+        Value::String(text) => {
+            write_string(text, out);
+            true
+        }
+        Value::Bool(flag) => {
+            out.extend_from_slice(if *flag { b"true" } else { b"false" });
+            true
+        }
+    }
+}
+
+/// An object of `members` (sorted by key, each written by `write_value`, empty ones left out).
+fn write_members<'a, V>(
+    members: impl Iterator<Item = (&'a String, V)>,
+    out: &mut Vec<u8>,
+    mut write_value: impl FnMut(&str, V, &mut Vec<u8>) -> bool,
+) -> bool {
+    let mut members: Vec<(&String, V)> = members.collect();
+    members.sort_by(|a, b| a.0.cmp(b.0));
+    let start = out.len();
+    out.push(b'{');
+    let mut any = false;
+    for (key, value) in members {
+        let mark = out.len();
+        if any {
+            out.push(b',');
+        }
+        write_string(key, out);
+        out.push(b':');
+        if write_value(key, value, out) {
+            any = true;
+        } else {
+            out.truncate(mark);
+        }
+    }
+    if !any {
+        out.truncate(start);
+        return false;
+    }
+    out.push(b'}');
+    true
+}
+
+/// A list of items' texts; ordered by content when any item is an object.
+fn write_items(mut items: Vec<(bool, Vec<u8>)>, out: &mut Vec<u8>) -> bool {
+    if items.is_empty() {
+        return false;
+    }
+    if items.iter().any(|(is_object, _)| *is_object) {
+        items.sort_by(|a, b| a.1.cmp(&b.1));
+    }
+    out.push(b'[');
+    for (index, (_, text)) in items.iter().enumerate() {
+        if index > 0 {
+            out.push(b',');
+        }
+        out.extend_from_slice(text);
+    }
+    out.push(b']');
+    true
+}
+
+fn write_string(text: &str, out: &mut Vec<u8>) {
+    // Writing to a Vec cannot fail; the fallback only keeps this total.
+    if serde_json::to_writer(&mut *out, text).is_err() {
+        out.extend_from_slice(text.as_bytes());
     }
 }

@@ -2,13 +2,14 @@
 //! per-object problem is visible where a user looks (`kubectl describe`), in logs and in alerts.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::api::events::v1::{Event, EventSeries};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::MicroTime;
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, ObjectMeta, Patch, PatchParams, PostParams};
+use tokio::sync::mpsc;
 use tracing::{info, warn};
 
 /// Events are capped by the API (1 kB note); longer notes are cut on a character boundary.
@@ -39,15 +40,34 @@ struct Published {
     last: Timestamp,
 }
 
-/// Publishes Events as the adapter. Publishing failures are logged, never fatal: an Event is a
-/// report, not part of convergence.
+/// Reports waiting to be published; beyond this many a report keeps only its log line.
+const QUEUE_CAPACITY: usize = 1024;
+
+/// Publishes Events as the adapter, in the background: a report returns at once (its log line
+/// written), so an Event never adds a request to the path of a reconcile (as client-go's
+/// broadcaster). One worker per recorder publishes them in order, so repeats aggregate. Failures
+/// are logged, never fatal: an Event is a report, not part of convergence.
 #[derive(Clone)]
 pub struct EventRecorder {
+    publisher: Arc<Publisher>,
+    /// Started with the first report (it needs the runtime); ends when every clone is gone.
+    queue: Arc<OnceLock<Option<mpsc::Sender<Report>>>>,
+}
+
+struct Publisher {
     client: kube::Client,
     controller: String,
     instance: String,
-    /// Never held across a request: one slow Event must not stall every other report.
-    published: Arc<Mutex<Memory>>,
+    published: Mutex<Memory>,
+}
+
+/// One report on its way to the API.
+struct Report {
+    type_: &'static str,
+    object: ObjectReference,
+    reason: String,
+    action: String,
+    note: String,
 }
 
 #[derive(Debug, Default)]
@@ -60,16 +80,19 @@ impl EventRecorder {
     /// A recorder reporting as `controller` (the adapter name) from `instance` (this replica).
     pub fn new(client: kube::Client, controller: &str, instance: String) -> Self {
         Self {
-            client,
-            controller: controller.to_string(),
-            instance,
-            published: Arc::default(),
+            publisher: Arc::new(Publisher {
+                client,
+                controller: controller.to_string(),
+                instance,
+                published: Mutex::default(),
+            }),
+            queue: Arc::default(),
         }
     }
 
     /// A Warning Event on `object`: `reason` is a bounded PascalCase reason (an error category's
     /// event reason), `note` a human explanation that must never contain a secret.
-    pub async fn warn(&self, object: &ObjectReference, reason: &str, action: &str, note: &str) {
+    pub fn warn(&self, object: &ObjectReference, reason: &str, action: &str, note: &str) {
         warn!(
             object = %describe(object),
             reason,
@@ -77,16 +100,16 @@ impl EventRecorder {
             note,
             "problem reported as an Event"
         );
-        self.publish("Warning", object, reason, action, note).await;
+        self.publish("Warning", object, reason, action, note);
     }
 
     /// A Normal Event on `object`.
-    pub async fn normal(&self, object: &ObjectReference, reason: &str, action: &str, note: &str) {
+    pub fn normal(&self, object: &ObjectReference, reason: &str, action: &str, note: &str) {
         info!(object = %describe(object), reason, action, note, "event");
-        self.publish("Normal", object, reason, action, note).await;
+        self.publish("Normal", object, reason, action, note);
     }
 
-    async fn publish(
+    fn publish(
         &self,
         type_: &'static str,
         object: &ObjectReference,
@@ -94,8 +117,45 @@ impl EventRecorder {
         action: &str,
         note: &str,
     ) {
-        if let Err(err) = self.try_publish(type_, object, reason, action, note).await {
-            warn!(object = %describe(object), error = %err, "cannot publish Event");
+        let queue = self.queue.get_or_init(|| {
+            let runtime = tokio::runtime::Handle::try_current().ok()?;
+            let (sender, mut reports) = mpsc::channel::<Report>(QUEUE_CAPACITY);
+            let publisher = self.publisher.clone();
+            runtime.spawn(async move {
+                while let Some(report) = reports.recv().await {
+                    publisher.publish(report).await;
+                }
+            });
+            Some(sender)
+        });
+        let report = Report {
+            type_,
+            object: object.clone(),
+            reason: reason.to_string(),
+            action: action.to_string(),
+            note: note.to_string(),
+        };
+        let sent = queue.as_ref().map(|sender| sender.try_send(report).is_ok());
+        if sent != Some(true) {
+            warn!(object = %describe(object), reason, "Event not published (no runtime or too many waiting); its log line stands for it");
+        }
+    }
+}
+
+impl Publisher {
+    async fn publish(&self, report: Report) {
+        let Report {
+            type_,
+            object,
+            reason,
+            action,
+            note,
+        } = report;
+        if let Err(err) = self
+            .try_publish(type_, &object, &reason, &action, &note)
+            .await
+        {
+            warn!(object = %describe(&object), error = %err, "cannot publish Event");
         }
     }
 

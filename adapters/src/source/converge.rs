@@ -35,7 +35,7 @@ impl<S: Source> Engine<S> {
                 Ok(extra) => extra,
                 Err(problem) => {
                     // Keep what we published; try again later, with its category intact.
-                    self.report(native, key, vec![problem.clone()]).await;
+                    self.report(native, key, vec![problem.clone()]);
                     return Err(Error::Classified {
                         category: problem.category,
                         message: problem.message,
@@ -50,7 +50,7 @@ impl<S: Source> Engine<S> {
             match self.source.project(native, &observed) {
                 Ok(projection) => projection,
                 Err(problem) => {
-                    self.report(native, key, vec![problem]).await;
+                    self.report(native, key, vec![problem]);
                     return Ok(None);
                 }
             }
@@ -104,7 +104,7 @@ impl<S: Source> Engine<S> {
                 }
             }
         }
-        self.report(native, key, problems).await;
+        self.report(native, key, problems);
         self.publish_profile_count();
         if retry_writes {
             // Per object, exponential with jitter: a failure that persists costs less and less.
@@ -213,7 +213,7 @@ impl<S: Source> Engine<S> {
         if outcome == ApplyOutcome::Applied {
             debug!(profile = %format!("{}/{}", desired.namespace, desired.name), "profile applied");
             if let Some(current) = current {
-                self.announce_health_change(current, &desired.status).await;
+                self.announce_health_change(current, &desired.status);
             }
         }
         Ok(())
@@ -222,11 +222,7 @@ impl<S: Source> Engine<S> {
     /// A flip of `ControlPlaneHealthy` is what a consumer's operator asks about first ("why did my
     /// deliveries to this cluster stop?"), so it gets an Event on the profile saying from what to
     /// what and why. Only a written change announces: resyncs stay silent.
-    async fn announce_health_change(
-        &self,
-        current: &ClusterProfile,
-        desired: &ClusterProfileStatus,
-    ) {
+    fn announce_health_change(&self, current: &ClusterProfile, desired: &ClusterProfileStatus) {
         let status_of = |condition: Option<&Condition>| {
             condition
                 .map_or("Unknown", |c| c.status.as_str())
@@ -252,13 +248,11 @@ impl<S: Source> Engine<S> {
         if after.status == "True" {
             self.leader
                 .events
-                .normal(&reference, "ControlPlaneHealthy", "Project", &note)
-                .await;
+                .normal(&reference, "ControlPlaneHealthy", "Project", &note);
         } else {
             self.leader
                 .events
-                .warn(&reference, "ControlPlaneUnhealthy", "Project", &note)
-                .await;
+                .warn(&reference, "ControlPlaneUnhealthy", "Project", &note);
         }
     }
 
@@ -335,7 +329,7 @@ impl<S: Source> Engine<S> {
     /// Publish problems that are new for this object as Events, log lines and counts: a problem
     /// that persists is reported once, not on every resync (no Event writes in steady state, and
     /// `problems_total` counts occurrences rather than reconciles).
-    pub(super) async fn report(&self, native: &S::Native, key: &str, problems: Vec<Problem>) {
+    pub(super) fn report(&self, native: &S::Native, key: &str, problems: Vec<Problem>) {
         let current: BTreeSet<Problem> = problems.into_iter().collect();
         let previous = self
             .reported
@@ -346,15 +340,12 @@ impl<S: Source> Engine<S> {
         let reference = object_reference(native);
         for problem in current.difference(&previous) {
             self.leader.metrics.count_problem(problem.category.as_str());
-            self.leader
-                .events
-                .warn(
-                    &reference,
-                    problem.category.event_reason(),
-                    "Project",
-                    &problem.message,
-                )
-                .await;
+            self.leader.events.warn(
+                &reference,
+                problem.category.event_reason(),
+                "Project",
+                &problem.message,
+            );
         }
     }
 }

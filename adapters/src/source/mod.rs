@@ -321,7 +321,11 @@ fn trim_profile(
     version: ProfileVersion,
 ) {
     if is_ours(&profile.metadata, source) {
-        let digested = version.served_form(profile).is_ok_and(|served| {
+        // The served form without the records: every manager's, as trees, would double the work.
+        let records = profile.metadata.managed_fields.take();
+        let served = version.served_form(profile);
+        profile.metadata.managed_fields = records;
+        let digested = served.is_ok_and(|served| {
             keep_own_apply_digests(&mut profile.metadata, &served, field_manager)
         });
         if !digested {

@@ -529,7 +529,7 @@ impl<S: Sink> Engine<S> {
     }
 
     /// Report a failure unless the same one was reported last for this profile.
-    async fn report(&self, object: &ObjectReference, key: &Key, failure: &Failure, action: &str) {
+    fn report(&self, object: &ObjectReference, key: &Key, failure: &Failure, action: &str) {
         let category = static_category(failure.category);
         self.metrics.count_problem(category);
         let fresh = self
@@ -543,8 +543,7 @@ impl<S: Sink> Engine<S> {
         if fresh {
             warn!(profile = %format!("{}/{}", key.0, key.1), category, message = %failure.message, "{action} failed");
             self.events
-                .warn(object, reason(category), action, &failure.message)
-                .await;
+                .warn(object, reason(category), action, &failure.message);
         } else {
             debug!(profile = %format!("{}/{}", key.0, key.1), category, "problem persists");
         }
@@ -670,14 +669,12 @@ async fn reconcile<S: Sink>(
                 .metrics
                 .observe_reconcile(Err(core_category(failure.category)), seconds);
             let action = if deleting { "Cleanup" } else { "Register" };
-            engine
-                .report(
-                    &object_ref(&object, &engine.profiles),
-                    &key,
-                    &failure,
-                    action,
-                )
-                .await;
+            engine.report(
+                &object_ref(&object, &engine.profiles),
+                &key,
+                &failure,
+                action,
+            );
             if !deleting {
                 engine.with_state(&key, |s| s.phase = Phase::Failing);
             }

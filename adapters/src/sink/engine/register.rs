@@ -75,14 +75,12 @@ impl<S: Sink> Engine<S> {
             if new {
                 self.metrics
                     .count_problem(static_category(warning.category));
-                self.events
-                    .warn(
-                        &object_ref(object, &self.profiles),
-                        super::reason(warning.category),
-                        "Render",
-                        &warning.message,
-                    )
-                    .await;
+                self.events.warn(
+                    &object_ref(object, &self.profiles),
+                    super::reason(warning.category),
+                    "Render",
+                    &warning.message,
+                );
             }
         }
         self.apply_objects(&key, &uid, &registration, rendered.objects)
@@ -101,14 +99,12 @@ impl<S: Sink> Engine<S> {
                 Fresh::Minted { rotation: true } => ("Rotated", "published a renewed member token"),
                 _ => ("Registered", "registered with a minted member identity"),
             };
-            self.events
-                .normal(
-                    &object_ref(object, &self.profiles),
-                    reason,
-                    "Register",
-                    note,
-                )
-                .await;
+            self.events.normal(
+                &object_ref(object, &self.profiles),
+                reason,
+                "Register",
+                note,
+            );
         }
         // The identity this profile used before (another member, another account) is retired
         // once the new one is published; until that succeeds it is retried on every pass.
@@ -365,8 +361,7 @@ impl<S: Sink> Engine<S> {
             key,
             &failure,
             "Register",
-        )
-        .await;
+        );
         self.withdraw(object, key, uid).await?;
         self.with_state(key, |s| s.phase = Phase::Suppressed);
         // Re-evaluated regularly: when the winner goes away, this one may take its place.
@@ -402,8 +397,7 @@ impl<S: Sink> Engine<S> {
         for record in dedup(records) {
             if let Err(failure) = self.retire(&record, uid).await {
                 self.with_state(key, |s| s.retired.push(record));
-                self.report(&object_ref(object, &self.profiles), key, &failure, "Revoke")
-                    .await;
+                self.report(&object_ref(object, &self.profiles), key, &failure, "Revoke");
             }
         }
         self.delete_hub_objects(&key.0, uid).await?;

@@ -68,7 +68,7 @@ impl<S: Sink> Engine<S> {
         match self.records_of(&key.0, &uid).await {
             Ok(found) => records.extend(found.into_iter().map(|(_, r)| r)),
             Err(failure) if !timed_out => {
-                self.report(&reference, &key, &failure, "Cleanup").await;
+                self.report(&reference, &key, &failure, "Cleanup");
                 return Ok(Action::requeue(wait(self)));
             }
             Err(failure) => {
@@ -83,17 +83,15 @@ impl<S: Sink> Engine<S> {
                 Ok(Retired::Kept) => result = "member-kept",
                 Ok(Retired::Shared) => {
                     result = "member-kept";
-                    self.events
-                        .normal(
-                            &reference,
-                            "MemberIdentityKept",
-                            "Cleanup",
-                            "the member identity is still used by another registration; kept it",
-                        )
-                        .await;
+                    self.events.normal(
+                        &reference,
+                        "MemberIdentityKept",
+                        "Cleanup",
+                        "the member identity is still used by another registration; kept it",
+                    );
                 }
                 Err(failure) if !timed_out => {
-                    self.report(&reference, &key, &failure, "Cleanup").await;
+                    self.report(&reference, &key, &failure, "Cleanup");
                     return Ok(Action::requeue(wait(self)));
                 }
                 Err(failure) => {
@@ -108,14 +106,13 @@ impl<S: Sink> Engine<S> {
                                 "gave up revoking the member identity after {timeout:?}: {}; its tokens stay valid until they expire",
                                 failure.message
                             ),
-                        )
-                        .await;
+                        );
                 }
             }
         }
         if let Err(failure) = self.delete_hub_objects(&key.0, &uid).await {
             if !timed_out {
-                self.report(&reference, &key, &failure, "Cleanup").await;
+                self.report(&reference, &key, &failure, "Cleanup");
                 return Ok(Action::requeue(wait(self)));
             }
             result = "hub-abandoned";
@@ -129,8 +126,7 @@ impl<S: Sink> Engine<S> {
                         "gave up deleting the hub objects after {timeout:?}: {}; the orphan sweep retries",
                         failure.message
                     ),
-                )
-                .await;
+                );
         }
         self.apply_finalizer(object, false).await?;
         self.sink_metrics.count_cleanup(result);
@@ -207,14 +203,12 @@ impl<S: Sink> Engine<S> {
             if let Err(failure) = self.retire(&record, uid).await {
                 warn!(error = %failure, "cannot revoke a retired member identity yet");
                 self.metrics.count_problem("revoke-failed");
-                self.events
-                    .warn(
-                        &object_ref(object, &self.profiles),
-                        "RevocationFailed",
-                        "Revoke",
-                        &failure.message,
-                    )
-                    .await;
+                self.events.warn(
+                    &object_ref(object, &self.profiles),
+                    "RevocationFailed",
+                    "Revoke",
+                    &failure.message,
+                );
                 self.with_state(key, |s| s.retired.push(record));
             }
         }

@@ -192,8 +192,7 @@ impl<S: Sink> Engine<S> {
                                     "released without revoking the member identity: {}; its tokens stay valid until they expire",
                                     failure.message
                                 ),
-                            )
-                            .await;
+                            );
                     }
                 }
                 let hub = self.delete_hub_objects(&key.0, &uid).await;
