@@ -8,6 +8,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use adapters::profile::{ClusterProfile, ClusterVersion, LABEL_CLUSTER_MANAGER};
@@ -30,6 +32,9 @@ use tokio_util::sync::CancellationToken;
 struct ConfigMapSource {
     inventory: String,
     manager: &'static str,
+    /// Something the engine does not watch, stamped on every profile as the label `epoch`: only
+    /// a resync can carry its changes to the profiles.
+    epoch: Option<Arc<AtomicU32>>,
 }
 
 impl Source for ConfigMapSource {
@@ -61,12 +66,15 @@ impl Source for ConfigMapSource {
         if data.contains_key("bad") {
             problems.push(Problem::invalid("the bad key is set"));
         }
-        let labels = native
+        let mut labels: BTreeMap<String, String> = native
             .labels()
             .iter()
             .filter(|(k, _)| k.starts_with("team"))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        if let Some(epoch) = &self.epoch {
+            labels.insert("epoch".into(), epoch.load(Ordering::SeqCst).to_string());
+        }
         Ok(Projection {
             profiles: vec![DesiredProfile {
                 namespace: self.inventory.clone(),
@@ -101,7 +109,42 @@ async fn start_as(
     inventory: &str,
     manager: &'static str,
 ) -> Running {
-    let args = harness::in_process_runtime_args("test", "info");
+    let options = StartOptions {
+        manager,
+        ..StartOptions::default()
+    };
+    start_engine(client, sources, inventory, options).await.0
+}
+
+struct StartOptions {
+    manager: &'static str,
+    liveness_stall_seconds: Option<u64>,
+    resync_seconds: u64,
+    epoch: Option<Arc<AtomicU32>>,
+}
+
+impl Default for StartOptions {
+    fn default() -> Self {
+        Self {
+            manager: "test-manager",
+            liveness_stall_seconds: None,
+            resync_seconds: 3600,
+            epoch: None,
+        }
+    }
+}
+
+/// Start the engine in-process; returns it and its HTTP address.
+async fn start_engine(
+    client: Client,
+    sources: &str,
+    inventory: &str,
+    options: StartOptions,
+) -> (Running, std::net::SocketAddr) {
+    let mut args = harness::in_process_runtime_args("test", "info");
+    if let Some(stall) = options.liveness_stall_seconds {
+        args.liveness_stall_seconds = stall;
+    }
     let mut metrics = Metrics::new("test-source");
     let source_metrics = SourceMetrics::register(&mut metrics);
     let runtime = Runtime::new("test-source", args, client, metrics);
@@ -110,20 +153,22 @@ async fn start_as(
         watch_namespace: Some(sources.to_string()),
         args: SourceArgs {
             cluster_selector: Some("test-cluster=yes".into()),
-            resync_seconds: 3600,
+            resync_seconds: options.resync_seconds,
             concurrency: 4,
         },
     };
     let inventory = inventory.to_string();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = listener.local_addr().unwrap();
     let task = tokio::spawn(runtime.run_with_listener(listener, move |context| {
         let source = ConfigMapSource {
             inventory: inventory.clone(),
-            manager,
+            manager: options.manager,
+            epoch: options.epoch.clone(),
         };
         run_source(source, settings.clone(), source_metrics.clone(), context)
     }));
-    Running { stop, task }
+    (Running { stop, task }, address)
 }
 
 impl Running {
@@ -548,31 +593,11 @@ async fn start_with(
     inventory: &str,
     stall: u64,
 ) -> (Running, std::net::SocketAddr) {
-    let mut args = harness::in_process_runtime_args("test", "info");
-    args.liveness_stall_seconds = stall;
-    let mut metrics = Metrics::new("test-source");
-    let source_metrics = SourceMetrics::register(&mut metrics);
-    let runtime = Runtime::new("test-source", args, client, metrics);
-    let stop = runtime.shutdown_token();
-    let settings = SourceSettings {
-        watch_namespace: Some(sources.to_string()),
-        args: SourceArgs {
-            cluster_selector: Some("test-cluster=yes".into()),
-            resync_seconds: 3600,
-            concurrency: 4,
-        },
+    let options = StartOptions {
+        liveness_stall_seconds: Some(stall),
+        ..StartOptions::default()
     };
-    let inventory = inventory.to_string();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let address = listener.local_addr().unwrap();
-    let task = tokio::spawn(runtime.run_with_listener(listener, move |context| {
-        let source = ConfigMapSource {
-            inventory: inventory.clone(),
-            manager: "test-manager",
-        };
-        run_source(source, settings.clone(), source_metrics.clone(), context)
-    }));
-    (Running { stop, task }, address)
+    start_engine(client, sources, inventory, options).await
 }
 
 /// A ServiceAccount on `control_plane` that may read ConfigMaps and ClusterProfiles and publish
@@ -816,4 +841,92 @@ async fn healthz_fails_while_watches_are_stuck_and_never_for_a_quiet_watch() {
     .await
     .unwrap();
     running.stop().await;
+}
+
+/// The periodic resync re-projects every object once per period, paced over the period: a change
+/// only a resync can see (the source's `epoch`, which no watch reports) reaches every profile
+/// within about a period, and not all in the same moment (a requeue per object, as before, fired
+/// the whole fleet's resyncs together, since they had converged together).
+#[tokio::test]
+async fn the_resync_reprojects_every_object_once_per_period_spread_over_it() {
+    const CLUSTERS: usize = 20;
+    const PERIOD_SECONDS: u64 = 10;
+    let fleet = shared_fleet().await.unwrap();
+    let client = fleet.members[1].client().await.unwrap();
+    install_crd(&client, adapters::crd::cluster_profile_crd())
+        .await
+        .unwrap();
+    let sources = test_namespace(&client, "resync-sources").await.unwrap();
+    let inventory = test_namespace(&client, "resync-inventory").await.unwrap();
+    let configmaps: Api<ConfigMap> = Api::namespaced(client.clone(), &sources);
+    let profiles: Api<ClusterProfile> = Api::namespaced(client.clone(), &inventory);
+    for index in 0..CLUSTERS {
+        let native = cluster(&format!("c{index}"), &sources, &[], &[]);
+        configmaps
+            .create(&PostParams::default(), &native)
+            .await
+            .unwrap();
+    }
+    let epoch = Arc::new(AtomicU32::new(1));
+    let options = StartOptions {
+        resync_seconds: PERIOD_SECONDS,
+        epoch: Some(epoch.clone()),
+        ..StartOptions::default()
+    };
+    let started = tokio::time::Instant::now();
+    let (running, _) = start_engine(client.clone(), &sources, &inventory, options).await;
+
+    let epochs = || async {
+        let listed = profiles.list(&ListParams::default()).await?;
+        Ok::<_, kube::Error>(
+            listed
+                .items
+                .iter()
+                .map(|p| (p.name_any(), p.labels().get("epoch").cloned()))
+                .collect::<BTreeMap<_, _>>(),
+        )
+    };
+    wait_for(
+        Duration::from_secs(30),
+        "every profile at epoch 1",
+        || async {
+            let now = epochs().await?;
+            let done = now.len() == CLUSTERS && now.values().all(|e| e.as_deref() == Some("1"));
+            Ok(done.then_some(()))
+        },
+    )
+    .await
+    .unwrap();
+
+    // Half-way between resyncs: with a requeue per object, the objects (converged together at
+    // the start) would all see the change in the same moment, one period after the start.
+    tokio::time::sleep_until(started + Duration::from_secs(PERIOD_SECONDS * 3 / 2)).await;
+    epoch.store(2, Ordering::SeqCst);
+    let changed = tokio::time::Instant::now();
+    let mut seen_at = BTreeMap::new();
+    let deadline = changed + Duration::from_secs(3 * PERIOD_SECONDS);
+    while seen_at.len() < CLUSTERS && tokio::time::Instant::now() < deadline {
+        for (name, epoch) in epochs().await.unwrap() {
+            if epoch.as_deref() == Some("2") {
+                seen_at.entry(name).or_insert_with(|| changed.elapsed());
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    running.stop().await;
+    assert_eq!(
+        seen_at.len(),
+        CLUSTERS,
+        "re-projected by the resync: {seen_at:?}"
+    );
+    let first = seen_at.values().min().copied().unwrap_or_default();
+    let last = seen_at.values().max().copied().unwrap_or_default();
+    println!(
+        "MEASURED resync: {CLUSTERS} objects re-projected from {first:?} to {last:?} after the change (period {PERIOD_SECONDS} s)"
+    );
+    // 20 objects in shares of 2 per second: the last is handed over 9 ticks after the first.
+    assert!(
+        last - first >= Duration::from_secs(PERIOD_SECONDS / 2),
+        "the resync came as a burst: {seen_at:?}"
+    );
 }

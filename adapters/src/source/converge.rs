@@ -331,10 +331,17 @@ impl<S: Source> Engine<S> {
     /// `problems_total` counts occurrences rather than reconciles).
     pub(super) fn report(&self, native: &S::Native, key: &str, problems: Vec<Problem>) {
         let current: BTreeSet<Problem> = problems.into_iter().collect();
+        // A healthy object keeps no entry: at fleet size empty sets would cost memory per object.
         let previous = self
             .reported
             .lock()
-            .map(|mut reported| reported.insert(key.to_string(), current.clone()))
+            .map(|mut reported| {
+                if current.is_empty() {
+                    reported.remove(key)
+                } else {
+                    reported.insert(key.to_string(), current.clone())
+                }
+            })
             .unwrap_or_default()
             .unwrap_or_default();
         let reference = object_reference(native);

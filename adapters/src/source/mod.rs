@@ -21,11 +21,13 @@
 //!   fleet stays quiet), log lines and metrics with a bounded category.
 //!
 //! The lifecycle, one file each: [`run`] (watches, caches and indexes, the controller and the
-//! sweeper), [`converge`] (projection and apply of one source object's profiles and companions,
-//! problems as Events) and [`cleanup`] (deletion of what a gone or deselected object left).
+//! sweeper), [`resync`] (every object re-checked once per period, paced), [`converge`]
+//! (projection and apply of one source object's profiles and companions, problems as Events) and
+//! [`cleanup`] (deletion of what a gone or deselected object left).
 
 mod cleanup;
 mod converge;
+mod resync;
 mod run;
 
 pub use run::run_source;
@@ -73,7 +75,8 @@ pub struct SourceArgs {
     /// Label selector choosing which native cluster objects to project (default: all).
     #[arg(long, env = "IB_CLUSTER_SELECTOR")]
     pub cluster_selector: Option<String>,
-    /// Seconds between full resyncs (re-projection of every object and a sweep of orphans).
+    /// Seconds between full resyncs: every object re-projected once per period (in equal shares
+    /// every second, not all at once) and a sweep of orphans.
     #[arg(long, env = "IB_RESYNC_SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u64).range(10..))]
     pub resync_seconds: u64,
     /// Objects reconciled in parallel.

@@ -11,6 +11,7 @@ use kube::runtime::reflector::{self};
 use kube::runtime::{WatchStreamExt, watcher};
 use tracing::{info, warn};
 
+use super::resync::paced_resync;
 use super::*;
 use crate::cache::watch_config;
 use crate::error::Error;
@@ -90,6 +91,7 @@ pub async fn run_source<S: Source>(
         })
         .touched_objects();
 
+    let resync = Duration::from_secs(settings.args.resync_seconds);
     let mut controller = Controller::for_stream(native_stream, natives.clone())
         .with_config(
             ControllerConfig::default()
@@ -129,7 +131,9 @@ pub async fn run_source<S: Source>(
             by_source,
         });
     }
-    let controller = source.watches(controller);
+    let controller = source
+        .watches(controller)
+        .reconcile_on(paced_resync(natives.clone(), resync));
 
     let engine = Arc::new(Engine {
         source,
@@ -140,7 +144,7 @@ pub async fn run_source<S: Source>(
         profiles_by_source,
         profile_api,
         companions,
-        resync: Duration::from_secs(settings.args.resync_seconds),
+        resync,
         retries: Retries::new(MAX_RETRY),
         reported: Mutex::default(),
     });
@@ -216,7 +220,8 @@ async fn reconcile<S: Source>(
     match outcome {
         Ok(requeue) => {
             engine.leader.metrics.observe_reconcile(Ok(()), seconds);
-            Ok(Action::requeue(requeue.unwrap_or(engine.resync)))
+            // The periodic re-check comes from the paced resync (see `resync`), not from here.
+            Ok(requeue.map_or_else(Action::await_change, Action::requeue))
         }
         Err(err) => {
             engine
