@@ -82,6 +82,12 @@ async fn a_small_bench_reports_every_figure_and_its_invariants_hold() {
             "{name}: not every object converged right"
         );
         assert!(a.cold.seconds > 0.0 && a.cold.floor_seconds > 0.0 && a.cold.ratio > 0.0);
+        let first = a.cold.first_seconds.unwrap_or_default();
+        assert!(
+            first > 0.0 && first <= a.cold.seconds,
+            "{name}: first output at {first} s, all at {} s",
+            a.cold.seconds
+        );
         // Requests per object, by verb and resource, from the apiservers.
         assert!(a.requests.per_object > 0.0, "{name}: no requests counted");
         assert!(

@@ -318,3 +318,68 @@ async fn event_recorder_publishes_events_on_the_object() {
     .await;
     assert!(reached.is_ok(), "{:?}", notes().await);
 }
+
+/// Events are published several at a time, but one at a time per object: repeats queued back to
+/// back still aggregate into one Event's series while other objects' Events go out meanwhile.
+#[tokio::test]
+async fn queued_repeats_aggregate_while_other_objects_publish_in_parallel() {
+    const OTHERS: usize = 30;
+    let fleet = shared_fleet().await.unwrap();
+    let client = fleet.hub.client().await.unwrap();
+    let namespace = test_namespace(&client, "events-parallel").await.unwrap();
+    let recorder = EventRecorder::new(client.clone(), "runtime-test", "replica-a".into());
+    let object = |name: String, uid: usize| ObjectReference {
+        api_version: Some("v1".into()),
+        kind: Some("ConfigMap".into()),
+        name: Some(name),
+        namespace: Some(namespace.clone()),
+        uid: Some(format!("00000000-0000-0000-0000-{uid:012}")),
+        ..ObjectReference::default()
+    };
+    let repeated = object("repeated".into(), 0);
+    for _ in 0..3 {
+        recorder.normal(&repeated, "Registered", "Register", "registered");
+    }
+    for index in 1..=OTHERS {
+        let other = object(format!("c{index}"), index);
+        recorder.normal(&other, "Registered", "Register", "registered");
+    }
+    let events: Api<Event> = Api::namespaced(client, &namespace);
+    let counts = || {
+        let events = events.clone();
+        async move {
+            let all = events.list(&ListParams::default()).await?.items;
+            let mut by_object = std::collections::BTreeMap::<String, Vec<i32>>::new();
+            for event in all {
+                by_object
+                    .entry(event.regarding.and_then(|r| r.name).unwrap_or_default())
+                    .or_default()
+                    .push(event.series.map_or(1, |s| s.count));
+            }
+            Ok::<_, kube::Error>(by_object)
+        }
+    };
+    let reached = wait_for(Duration::from_secs(20), "every report published", || {
+        let counts = counts();
+        async move {
+            let by_object = counts.await?;
+            let done = by_object.len() == OTHERS + 1
+                && by_object
+                    .get("repeated")
+                    .is_some_and(|c| c.iter().sum::<i32>() == 3);
+            Ok(done.then_some(by_object))
+        }
+    })
+    .await;
+    let Ok(by_object) = reached else {
+        panic!("not every report published: {:?}", counts().await);
+    };
+    assert_eq!(by_object.get("repeated"), Some(&vec![3]), "{by_object:?}");
+    assert!(
+        by_object
+            .iter()
+            .filter(|(name, _)| *name != "repeated")
+            .all(|(_, counts)| counts == &vec![1]),
+        "{by_object:?}"
+    );
+}

@@ -224,6 +224,7 @@ struct TrackerState {
     good: HashSet<String>,
     target: usize,
     converged_at: Option<Instant>,
+    first_good_at: Option<Instant>,
     pending: HashMap<String, (Expect, Instant)>,
     delays: Vec<Duration>,
     superseded: u64,
@@ -279,6 +280,9 @@ impl Tracker {
                         s.good.remove(&name);
                     } else {
                         s.good.insert(name.clone());
+                        if s.first_good_at.is_none() && s.target > 0 {
+                            s.first_good_at = Some(now);
+                        }
                         if s.converged_at.is_none() && s.target > 0 && s.good.len() >= s.target {
                             s.converged_at = Some(now);
                         }
@@ -331,6 +335,11 @@ impl Tracker {
             }
             let _ = tokio::time::timeout(Duration::from_millis(500), notified).await;
         }
+    }
+
+    /// When the first object passed the check after [`Tracker::converged`] was first called.
+    pub fn first_converged_at(&self) -> Option<Instant> {
+        self.with(|s| s.first_good_at).ok().flatten()
     }
 
     /// Wait until the watch has listed what exists (so its list is not counted as the

@@ -117,6 +117,9 @@ pub async fn measure<S: Scenario>(
     let requests = counters.since(&before).await?;
     report.cold.seconds = secs(converged - start);
     report.cold.ms_per_object = report.cold.seconds * 1000.0 / n.max(1) as f64;
+    report.cold.first_seconds = tracker
+        .first_converged_at()
+        .map(|first| secs(first.saturating_duration_since(start)));
     report.requests = RequestFigures {
         total: requests.total(),
         per_object: requests.total() as f64 / n.max(1) as f64,
@@ -128,8 +131,11 @@ pub async fn measure<S: Scenario>(
     };
     report.cold.verified = scenario.verify().await?;
     eprintln!(
-        "bench {name}: converged in {:.1}s, {} verified, {:.2} requests/object",
-        report.cold.seconds, report.cold.verified, report.requests.per_object
+        "bench {name}: first output after {:.1}s, converged in {:.1}s, {} verified, {:.2} requests/object",
+        report.cold.first_seconds.unwrap_or_default(),
+        report.cold.seconds,
+        report.cold.verified,
+        report.requests.per_object
     );
 
     // Quiet window.

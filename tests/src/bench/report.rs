@@ -57,6 +57,9 @@ pub struct Cold {
     pub verified: usize,
     /// `seconds` per object, milliseconds.
     pub ms_per_object: f64,
+    /// From process start until the first object was exactly right: start-up (leader election,
+    /// discovery, initial lists) as opposed to throughput.
+    pub first_seconds: Option<f64>,
 }
 
 /// Requests at convergence (housekeeping Lease renewals left out).
