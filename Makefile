@@ -38,7 +38,7 @@ test: lint controlplane helm-quiet ## Everything: lint, unit tests, and integrat
 
 BENCH_ARGS ?=
 .PHONY: bench
-bench: controlplane ## Scale benchmark (release build, ~15 min): table + target/bench/bench.json; BENCH_ARGS="--sources 10000"
+bench: controlplane ## Scale benchmark (release build, ~21 min): table + target/bench/bench.json; BENCH_ARGS="--sources 10000"
 	$(CARGO) build --release --workspace --bins --locked
 	target/release/bench $(BENCH_ARGS)
 
