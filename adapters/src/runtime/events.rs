@@ -147,7 +147,7 @@ impl EventRecorder {
                     objects_in_flight.insert(regarding.clone());
                     let publisher = publisher.clone();
                     in_flight.spawn(async move {
-                        publisher.publish(report).await;
+                        publisher.publish(report, &regarding).await;
                         regarding
                     });
                 }
@@ -170,7 +170,8 @@ impl EventRecorder {
 }
 
 impl Publisher {
-    async fn publish(&self, report: Report) {
+    /// Publish `report`; `regarding` names its object (see [`regarding`]).
+    async fn publish(&self, report: Report, regarding: &str) {
         let Report {
             type_,
             object,
@@ -179,7 +180,7 @@ impl Publisher {
             note,
         } = report;
         if let Err(err) = self
-            .try_publish(type_, &object, &reason, &action, &note)
+            .try_publish(type_, &object, regarding, &reason, &action, &note)
             .await
         {
             warn!(object = %describe(&object), error = %err, "cannot publish Event");
@@ -190,6 +191,7 @@ impl Publisher {
         &self,
         type_: &'static str,
         object: &ObjectReference,
+        regarding: &str,
         reason: &str,
         action: &str,
         note: &str,
@@ -197,7 +199,7 @@ impl Publisher {
         let note = truncate(note, MAX_NOTE_BYTES);
         let now = Timestamp::now();
         let key = Key {
-            regarding: regarding(object),
+            regarding: regarding.to_string(),
             type_,
             reason: reason.to_string(),
             action: action.to_string(),

@@ -2,9 +2,8 @@
 //! over it.
 //!
 //! Why not a requeue per reconcile: each kept a scheduler entry per object for the whole period
-//! (two copies of its reference and the timer's bookkeeping, about a KiB each, so ~10 MiB at
-//! 10,000 clusters), and after a cold start the whole fleet's resyncs fell due within the minute
-//! the start took, once per period. Here a round takes the store's names when it starts and hands
+//! (two copies of its reference and the timer's bookkeeping), and after a cold start the whole
+//! fleet's resyncs fell due within the minute the start took, once per period. Here a round takes the store's names when it starts and hands
 //! the controller an equal share every second; the controller looks each one up in its store, so
 //! an object deleted meanwhile is skipped and one updated meanwhile is read as it is now.
 
