@@ -124,6 +124,10 @@ impl Source for OcmSource {
         Ok(observations)
     }
 
+    fn trim(&self, cluster: &mut ManagedCluster) {
+        project::trim(cluster);
+    }
+
     fn project(
         &self,
         native: &ManagedCluster,

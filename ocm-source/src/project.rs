@@ -151,6 +151,21 @@ fn set_selects(set: &ManagedClusterSet, labels: &BTreeMap<String, String>) -> bo
     }
 }
 
+/// Drop from a ManagedCluster what [`project`] never reads (see `Source::trim`): it reads the
+/// labels, the deletion mark, the spec and, of the status, two condition types, the version and
+/// the claims.
+pub fn trim(cluster: &mut ManagedCluster) {
+    let meta = &mut cluster.metadata;
+    meta.annotations = None;
+    meta.finalizers = None;
+    meta.owner_references = None;
+    if let Some(status) = cluster.status.as_mut() {
+        status.conditions.retain(|c| {
+            c.type_ == CONDITION_AVAILABLE || c.type_ == crate::types::CONDITION_JOINED
+        });
+    }
+}
+
 /// Project one ManagedCluster. `existing` gives the status we published before for a profile
 /// (`namespace`, `name`), so timestamps stay put while nothing changes.
 pub fn project(

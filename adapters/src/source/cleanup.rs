@@ -1,8 +1,6 @@
 //! Deleting what a gone, deselected or re-projected source object left behind: profiles at once,
 //! companions once its profiles are really gone.
 
-use std::collections::BTreeSet;
-
 use kube::ResourceExt;
 use kube::api::{Api, DeleteParams, DynamicObject, Preconditions};
 use kube::core::ApiResource;
@@ -94,13 +92,7 @@ impl<S: Source> Engine<S> {
 
     /// Sweep every object of ours whose source object is gone.
     pub(super) async fn sweep_orphans(&self) {
-        let mut keys: BTreeSet<String> = self
-            .profiles
-            .state()
-            .iter()
-            .filter(|p| self.is_ours(&p.metadata))
-            .filter_map(|p| source_object_of(&p.metadata).map(str::to_string))
-            .collect();
+        let (mut keys, untraced) = self.profiles.sources();
         for companion in &self.companions {
             keys.extend(
                 companion
@@ -112,10 +104,8 @@ impl<S: Source> Engine<S> {
             );
         }
         // Profiles of ours without the annotation cannot be traced to a source: leave them and say so.
-        for profile in self.profiles.state() {
-            if self.is_ours(&profile.metadata) && source_object_of(&profile.metadata).is_none() {
-                warn!(profile = %profile.name_any(), "profile labelled as ours has no source annotation; left untouched");
-            }
+        for profile in untraced {
+            warn!(%profile, "profile labelled as ours has no source annotation; left untouched");
         }
         for key in keys {
             self.sweep_key(&key).await;

@@ -2,7 +2,6 @@
 //! no longer projects, report its problems.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -11,6 +10,7 @@ use kube::runtime::reflector::ObjectRef;
 use kube::{Resource, ResourceExt};
 use tracing::debug;
 
+use super::profiles::Found;
 use super::*;
 use crate::apply::ApplyOutcome;
 use crate::error::{Category, Error};
@@ -43,7 +43,7 @@ impl<S: Source> Engine<S> {
                 }
             };
             let observed = Observed {
-                existing: existing.iter().map(Arc::as_ref).collect(),
+                existing: existing.iter().collect(),
                 extra,
                 now: Time(now()),
             };
@@ -125,13 +125,8 @@ impl<S: Source> Engine<S> {
         key: &str,
     ) -> Result<(), Problem> {
         let api = &self.profile_api;
-        let reference = ObjectRef::<ClusterProfile>::new(&desired.name).within(&desired.namespace);
-        let foreign = |other: &ClusterProfile| {
-            let manager = other
-                .labels()
-                .get(LABEL_CLUSTER_MANAGER)
-                .cloned()
-                .unwrap_or_else(|| "an unknown manager".to_string());
+        let foreign = |manager: Option<String>| {
+            let manager = manager.unwrap_or_else(|| "an unknown manager".to_string());
             Problem::new(
                 Category::Conflict,
                 format!(
@@ -140,15 +135,15 @@ impl<S: Source> Engine<S> {
                 ),
             )
         };
-        let current = match self.profiles.get(&reference) {
-            Some(other) if !self.is_ours(&other.metadata) => return Err(foreign(&other)),
-            Some(ours) => Some(ours),
-            // Reconciles start only once the cache is synced (`run::reconcile`), and it holds
-            // every profile of the hub: absent there is absent (a same-named profile created
-            // since is refused by the apply's field conflicts or found on the next pass).
+        // Reconciles start only once the book holds a full list (`run::reconcile`), and it holds
+        // every profile of the hub: absent there is absent (a same-named profile created since
+        // is refused by the apply's field conflicts or found on the next pass).
+        let current = match self.profiles.get(&desired.namespace, &desired.name) {
+            Some(Found::Theirs(manager)) => return Err(foreign(manager)),
+            Some(Found::Ours(ours)) => Some(*ours),
             None => None,
         };
-        let current = current.as_deref();
+        let current = current.as_ref();
         if let Some(current) = current
             && current.spec.cluster_manager.name != self.source.cluster_manager()
         {

@@ -27,10 +27,13 @@
 
 mod cleanup;
 mod converge;
+mod profiles;
 mod resync;
 mod run;
 
 pub use run::run_source;
+
+use profiles::ProfileBook;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Debug;
@@ -49,7 +52,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use crate::apply::{keep_own_apply_digests, keep_own_apply_records};
+use crate::apply::keep_own_apply_records;
 use crate::error::Category;
 use crate::index::Index;
 use crate::profile::{ClusterProfile, ClusterProfileStatus, LABEL_CLUSTER_MANAGER, v1alpha2};
@@ -211,6 +214,13 @@ pub trait Source: Send + Sync + 'static {
         native: &Self::Native,
     ) -> impl Future<Output = Result<Self::Extra, Problem>> + Send;
 
+    /// Drop from a native object, as it enters the cache, what neither `observe` nor `project`
+    /// reads: the cache holds it for as long as the object exists, for every object of the fleet.
+    /// The engine already drops `managedFields` and kubectl's last-applied copy.
+    fn trim(&self, native: &mut Self::Native) {
+        let _ = native;
+    }
+
     /// The pure mapping. An error leaves the object's existing profiles untouched.
     fn project(
         &self,
@@ -311,61 +321,6 @@ fn source_keys(meta: &ObjectMeta, source: &str) -> Vec<String> {
         .collect()
 }
 
-/// Keep of a cached profile only what the engine reads. Ours: metadata, the cluster manager, and
-/// of the status what projections read to keep values and timestamps stable (conditions' type,
-/// status and transition time; properties), with our apply records as digests of the values they
-/// cover (see [`keep_own_apply_digests`]); whole, with our records as text, if those cannot be
-/// kept as digests. Others': name, uid and the two labels that say whose it is (a conflict names
-/// its manager); in a mixed estate they can outnumber ours.
-fn trim_profile(
-    profile: &mut ClusterProfile,
-    source: &str,
-    field_manager: &str,
-    version: ProfileVersion,
-) {
-    if is_ours(&profile.metadata, source) {
-        // The served form without the records: every manager's, as trees, would double the work.
-        let records = profile.metadata.managed_fields.take();
-        let served = version.served_form(profile);
-        profile.metadata.managed_fields = records;
-        let digested = served.is_ok_and(|served| {
-            keep_own_apply_digests(&mut profile.metadata, &served, field_manager)
-        });
-        if !digested {
-            keep_own_apply_records(&mut profile.metadata, field_manager);
-            return;
-        }
-        profile.spec.display_name = None;
-        // Deletes are conditioned on the uid; nothing reads the versions or the creation time.
-        profile.metadata.resource_version = None;
-        profile.metadata.generation = None;
-        profile.metadata.creation_timestamp = None;
-        if let Some(status) = profile.status.as_mut() {
-            // The CA bundles, messages and version are only ever compared, and the digest does that.
-            status.access_providers.clear();
-            status.credential_providers.clear();
-            status.version = None;
-            for condition in &mut status.conditions {
-                condition.reason.clear();
-                condition.message.clear();
-            }
-        }
-        return;
-    }
-    let meta = std::mem::take(&mut profile.metadata);
-    profile.metadata = ObjectMeta {
-        name: meta.name,
-        namespace: meta.namespace,
-        uid: meta.uid,
-        labels: meta.labels.map(|mut labels| {
-            labels.retain(|key, _| key == LABEL_SOURCE || key == LABEL_CLUSTER_MANAGER);
-            labels
-        }),
-        ..ObjectMeta::default()
-    };
-    profile.status = None;
-}
-
 /// A companion's status (e.g. a ManifestWork's per-resource feedback) is never read.
 fn trim_companion(object: &mut DynamicObject, field_manager: &str) {
     keep_own_apply_records(&mut object.metadata, field_manager);
@@ -390,10 +345,8 @@ struct Engine<S: Source> {
     leader: LeaderContext,
     metrics: SourceMetrics,
     natives: Store<S::Native>,
-    /// Every ClusterProfile of the hub: ours whole, others reduced to what proves they exist.
-    profiles: Store<ClusterProfile>,
-    /// Our profiles by source object; once ready, absence from it (and the store) is proof.
-    profiles_by_source: Index<ClusterProfile>,
+    /// Every ClusterProfile of the hub, ours by source object; once ready, absence is proof.
+    profiles: Arc<ProfileBook>,
     /// ClusterProfiles through the version chosen at start.
     profile_api: ProfileApi,
     companions: Vec<CompanionStore>,
@@ -415,161 +368,5 @@ mod tests {
         assert_eq!(namespaced.namespace.as_deref(), Some("ns"));
         let cluster = object_ref_from_key::<k8s_openapi::api::core::v1::Namespace>("name");
         assert_eq!(cluster.namespace, None);
-    }
-
-    #[test]
-    fn cached_profiles_keep_what_the_engine_reads() {
-        use crate::apply::{Subresource, needs_apply};
-        use crate::profile::{AccessProvider, Cluster, ClusterVersion, Property};
-        use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
-            Condition, FieldsV1, ManagedFieldsEntry,
-        };
-        use serde_json::{Value, json};
-
-        let time = |second: i64| Time(k8s_openapi::jiff::Timestamp::from_second(second).unwrap());
-        let profile = |source: &str| {
-            let mut profile = ClusterProfile::new("p", Default::default());
-            profile.metadata.namespace = Some("inv".to_string());
-            profile.metadata.labels = Some(BTreeMap::from([
-                (LABEL_SOURCE.to_string(), source.to_string()),
-                (LABEL_CLUSTER_MANAGER.to_string(), "cluster-api".to_string()),
-                ("env".to_string(), "prod".to_string()),
-            ]));
-            profile.metadata.annotations = Some(BTreeMap::from([(
-                ANNOTATION_SOURCE_OBJECT.to_string(),
-                "p".to_string(),
-            )]));
-            profile.spec.display_name = Some("p".to_string());
-            profile.spec.cluster_manager.name = "cluster-api".to_string();
-            profile.status = Some(ClusterProfileStatus {
-                conditions: vec![Condition {
-                    type_: "ControlPlaneHealthy".to_string(),
-                    status: "True".to_string(),
-                    reason: "Available".to_string(),
-                    message: "the member answers".to_string(),
-                    last_transition_time: time(1_000),
-                    observed_generation: None,
-                }],
-                version: Some(ClusterVersion {
-                    kubernetes: Some("v1.36.0".to_string()),
-                }),
-                properties: vec![Property {
-                    name: "region".to_string(),
-                    value: "eu".to_string(),
-                    last_observed_time: Some(time(2_000)),
-                }],
-                access_providers: vec![AccessProvider {
-                    name: "kubeconfig".to_string(),
-                    cluster: Some(Cluster {
-                        server: "https://member:6443".to_string(),
-                        certificate_authority_data: Some("LS0tLS1CRUdJTiBDRVJU".to_string()),
-                        ..Cluster::default()
-                    }),
-                }],
-                credential_providers: Vec::new(),
-            });
-            profile
-        };
-        // What the engine applies: metadata and spec, then status.
-        let desired_main = |profile: &ClusterProfile| ClusterProfile {
-            metadata: ObjectMeta {
-                name: profile.metadata.name.clone(),
-                namespace: profile.metadata.namespace.clone(),
-                labels: profile.metadata.labels.clone(),
-                annotations: profile.metadata.annotations.clone(),
-                ..ObjectMeta::default()
-            },
-            spec: profile.spec.clone(),
-            status: None,
-        };
-        let record = |fields: Value, subresource: Option<&str>| ManagedFieldsEntry {
-            manager: Some("ocm-source".to_string()),
-            operation: Some("Apply".to_string()),
-            fields_v1: Some(FieldsV1(fields)),
-            subresource: subresource.map(str::to_string),
-            ..ManagedFieldsEntry::default()
-        };
-        for version in [ProfileVersion::V1alpha1, ProfileVersion::V1alpha2] {
-            let published = profile("ocm-source");
-            let mut ours = published.clone();
-            ours.metadata.uid = Some("u1".to_string());
-            ours.metadata.managed_fields = Some(vec![
-                record(
-                    json!({"f:metadata": {"f:labels": {}, "f:annotations": {}}, "f:spec": {}}),
-                    None,
-                ),
-                record(json!({"f:status": {}}), Some("status")),
-                ManagedFieldsEntry {
-                    manager: Some("someone-else".to_string()),
-                    ..ManagedFieldsEntry::default()
-                },
-            ]);
-            trim_profile(&mut ours, "ocm-source", "ocm-source", version);
-            assert_eq!(ours.metadata.labels.as_ref().map(BTreeMap::len), Some(3));
-            assert_eq!(ours.metadata.managed_fields.as_ref().map(Vec::len), Some(2));
-            let status = ours.status.clone().unwrap_or_default();
-            // What projections read stays; what only an apply compares is gone.
-            assert_eq!(
-                status.properties,
-                published.status.clone().unwrap().properties
-            );
-            assert_eq!(status.conditions[0].status, "True");
-            assert_eq!(status.conditions[0].last_transition_time, time(1_000));
-            assert!(status.conditions[0].message.is_empty());
-            assert!(status.access_providers.is_empty() && status.version.is_none());
-
-            // The digests decide as the whole object did.
-            let current = version.served_form(&ours).unwrap();
-            let main = version.served_form(&desired_main(&published)).unwrap();
-            let whole = version.served_form(&published).unwrap();
-            assert!(!needs_apply(
-                &main,
-                Some(&current),
-                "ocm-source",
-                Subresource::Main
-            ));
-            assert!(!needs_apply(
-                &whole,
-                Some(&current),
-                "ocm-source",
-                Subresource::Status
-            ));
-            let mut moved = published.clone();
-            if let Some(provider) = moved.status.as_mut().unwrap().access_providers.first_mut() {
-                provider.cluster.as_mut().unwrap().server = "https://elsewhere:6443".to_string();
-            }
-            let moved = version.served_form(&moved).unwrap();
-            assert!(needs_apply(
-                &moved,
-                Some(&current),
-                "ocm-source",
-                Subresource::Status
-            ));
-            let mut relabelled = desired_main(&published);
-            relabelled.metadata.labels.as_mut().unwrap().remove("env");
-            let relabelled = version.served_form(&relabelled).unwrap();
-            assert!(needs_apply(
-                &relabelled,
-                Some(&current),
-                "ocm-source",
-                Subresource::Main
-            ));
-        }
-
-        let mut theirs = profile("capi-source");
-        theirs.metadata.uid = Some("u1".to_string());
-        trim_profile(
-            &mut theirs,
-            "ocm-source",
-            "ocm-source",
-            ProfileVersion::V1alpha2,
-        );
-        let labels = theirs.metadata.labels.clone().unwrap_or_default();
-        assert_eq!(
-            labels.keys().map(String::as_str).collect::<Vec<_>>(),
-            [LABEL_SOURCE, LABEL_CLUSTER_MANAGER]
-        );
-        assert_eq!(theirs.metadata.uid.as_deref(), Some("u1"));
-        assert!(theirs.metadata.annotations.is_none() && theirs.status.is_none());
     }
 }

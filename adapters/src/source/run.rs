@@ -18,6 +18,9 @@ use crate::error::Error;
 use crate::index::Index;
 use crate::profile::{ClusterProfile, GROUP};
 
+/// kubectl's copy of the whole object as last applied.
+const LAST_APPLIED: &str = "kubectl.kubernetes.io/last-applied-configuration";
+
 /// Run the source engine until `leader.stop` fires.
 pub async fn run_source<S: Source>(
     source: S,
@@ -40,6 +43,7 @@ pub async fn run_source<S: Source>(
     if let Some(selector) = &settings.args.cluster_selector {
         native_config = native_config.labels(selector);
     }
+    let trimmer = source.clone();
     let natives_api = source.native_api(client.clone(), settings.watch_namespace.as_deref());
     let (natives, native_writer) = reflector::store();
     let (deleted_tx, mut deleted_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -47,8 +51,15 @@ pub async fn run_source<S: Source>(
     let progress = leader.metrics.clone();
     let native_stream = watcher(natives_api, native_config)
         .default_backoff()
-        // managedFields of foreign objects are never needed and bloat the cache.
-        .modify(|native: &mut S::Native| native.meta_mut().managed_fields = None)
+        .modify(move |native: &mut S::Native| {
+            // Never read, and each can be as large as the object itself.
+            let meta = native.meta_mut();
+            meta.managed_fields = None;
+            if let Some(annotations) = meta.annotations.as_mut() {
+                annotations.remove(LAST_APPLIED);
+            }
+            trimmer.trim(native);
+        })
         .reflect(native_writer)
         .inspect(move |event| {
             // A deleted or deselected object is never reconciled again (it is gone from the
@@ -64,24 +75,16 @@ pub async fn run_source<S: Source>(
         .touched_objects();
 
     let ours = watch_config().labels(&format!("{LABEL_SOURCE}={name}"));
-    // Every profile, not only ours: a profile absent from a synced cache is then known to be
+    // Every profile, not only ours: a profile absent from a listed book is then known to be
     // absent on the hub, so a new cluster's profile is applied without a GET first.
-    let (profiles, profile_writer) = reflector::store();
-    let profiles_by_source =
-        Index::new((), move |p: &ClusterProfile| source_keys(&p.metadata, name));
-    let index = profiles_by_source.clone();
     let manager = leader.applier.field_manager().to_string();
-    let profile_manager = manager.clone();
-    let served_as = profile_api.version();
+    let profiles = Arc::new(ProfileBook::new(name, &manager, profile_api.version()));
+    let book = profiles.clone();
     let profile_stream = profile_api
         .watch(watch_config())
         .default_backoff()
-        .modify(move |profile: &mut ClusterProfile| {
-            trim_profile(profile, name, &profile_manager, served_as)
-        })
-        .reflect(profile_writer)
         .inspect(move |event| {
-            index.observe(event);
+            book.observe(event);
             // A profile really gone (finalizers done) may release its source's companions.
             if let Ok(watcher::Event::Delete(profile)) = event
                 && let Some(key) = source_object_of(&profile.metadata)
@@ -141,7 +144,6 @@ pub async fn run_source<S: Source>(
         metrics,
         natives,
         profiles,
-        profiles_by_source,
         profile_api,
         companions,
         resync,
@@ -173,11 +175,10 @@ pub async fn run_source<S: Source>(
     let sweeper = async move {
         let engine = sweeper_engine;
         // Sweeping before both caches hold a full list would delete everything.
-        if engine.natives.wait_until_ready().await.is_err()
-            || engine.profiles.wait_until_ready().await.is_err()
-        {
+        if engine.natives.wait_until_ready().await.is_err() {
             return;
         }
+        engine.profiles.wait_until_ready().await;
         for companion in &engine.companions {
             if companion.store.wait_until_ready().await.is_err() {
                 return;
@@ -210,7 +211,7 @@ async fn reconcile<S: Source>(
     // Until the inventory's profiles are listed, "no published profile" is only a guess: the
     // projection would lose what the profile already says (condition and property timestamps)
     // and rewrite it at every start. Wait for the list instead.
-    if !engine.profiles_by_source.is_ready() {
+    if !engine.profiles.is_ready() {
         return Ok(Action::requeue(Duration::from_millis(250)));
     }
     let started = Instant::now();
@@ -242,8 +243,8 @@ fn error_policy<S: Source>(native: Arc<S::Native>, err: &Error, engine: Arc<Engi
 }
 
 impl<S: Source> Engine<S> {
-    pub(super) fn our_profiles_of(&self, key: &str) -> Vec<Arc<ClusterProfile>> {
-        self.profiles_by_source.get(key, &self.profiles)
+    pub(super) fn our_profiles_of(&self, key: &str) -> Vec<ClusterProfile> {
+        self.profiles.ours_of(key)
     }
 
     pub(super) fn is_ours(&self, meta: &ObjectMeta) -> bool {
@@ -253,6 +254,6 @@ impl<S: Source> Engine<S> {
     pub(super) fn publish_profile_count(&self) {
         self.metrics
             .profiles
-            .set(i64::try_from(self.profiles_by_source.len()).unwrap_or(i64::MAX));
+            .set(i64::try_from(self.profiles.ours_count()).unwrap_or(i64::MAX));
     }
 }

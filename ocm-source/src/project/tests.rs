@@ -755,3 +755,45 @@ fn pem_check() {
         b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----"
     ));
 }
+
+#[test]
+fn trimming_a_cached_cluster_never_changes_its_projection() {
+    let mut full = cluster("a", &[("env", "prod"), (LABEL_OCM_CLUSTERSET, "blue")]);
+    full.metadata.annotations = Some(BTreeMap::from([(
+        "open-cluster-management.io/note".to_string(),
+        "x".repeat(4096),
+    )]));
+    full.metadata.finalizers = Some(vec![
+        "cluster.open-cluster-management.io/api-resource-cleanup".into(),
+    ]);
+    let status = full.status.as_mut().unwrap();
+    status.conditions.insert(
+        0,
+        ocm_condition(
+            "HubAcceptedManagedCluster",
+            "True",
+            "HubClusterAdminAccepted",
+        ),
+    );
+    status.conditions.push(ocm_condition(
+        "ManagedClusterConditionClockSynced",
+        "True",
+        "ManagedClusterClockSynced",
+    ));
+    let mut trimmed = full.clone();
+    trim(&mut trimmed);
+    assert!(trimmed.metadata.annotations.is_none() && trimmed.metadata.finalizers.is_none());
+    assert_eq!(trimmed.status.as_ref().unwrap().conditions.len(), 2);
+    for available in ["True", "False"] {
+        let mut full = full.clone();
+        full.status.as_mut().unwrap().conditions[2].status = available.into();
+        let mut trimmed = full.clone();
+        trim(&mut trimmed);
+        let (before, after) = (
+            run(&full, &config(), &Observations::default()),
+            run(&trimmed, &config(), &Observations::default()),
+        );
+        assert_eq!(before.profiles, after.profiles);
+        assert_eq!(before.problems, after.problems);
+    }
+}
