@@ -13,7 +13,9 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, FieldsV1, ManagedFieldsEntry};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
+    Condition, FieldsV1, ManagedFieldsEntry, Time,
+};
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use kube::runtime::watcher;
@@ -84,17 +86,26 @@ struct OwnProfile {
     uid: Option<Box<str>>,
     source: Option<Box<str>>,
     cluster_manager: Box<str>,
-    labels: Box<[(Box<str>, Box<str>)]>,
+    /// Values of [`KEPT_LABELS`], in that order.
+    labels: [Option<Box<str>>; KEPT_LABELS.len()],
     /// Digests of our `Apply` records: metadata and spec, status.
     main_digest: Option<Box<str>>,
     status_digest: Option<Box<str>>,
     status: Option<KeptStatus>,
 }
 
-/// Of our status: conditions (type, status, transition time, observed generation), properties.
+/// Of our status: conditions (their reasons and messages are only ever compared, and the
+/// digest does that) and properties.
 struct KeptStatus {
-    conditions: Box<[Condition]>,
+    conditions: Box<[KeptCondition]>,
     properties: Box<[Property]>,
+}
+
+struct KeptCondition {
+    type_: Box<str>,
+    status: Box<str>,
+    last_transition_time: Time,
+    observed_generation: Option<i64>,
 }
 
 impl Entry {
@@ -287,24 +298,18 @@ impl ProfileBook {
             uid: profile.metadata.uid.as_deref().map(Into::into),
             source: source_object_of(&profile.metadata).map(Into::into),
             cluster_manager: profile.spec.cluster_manager.name.as_str().into(),
-            labels: KEPT_LABELS
-                .iter()
-                .filter_map(|key| Some(((*key).into(), labels.get(*key)?.as_str().into())))
-                .collect(),
+            labels: KEPT_LABELS.map(|key| labels.get(key).map(|value| value.as_str().into())),
             main_digest: digest_of(None),
             status_digest: digest_of(Some("status")),
             status: profile.status.as_ref().map(|status| {
                 let conditions = status
                     .conditions
                     .iter()
-                    .map(|c| Condition {
-                        type_: c.type_.clone(),
-                        status: c.status.clone(),
+                    .map(|c| KeptCondition {
+                        type_: c.type_.as_str().into(),
+                        status: c.status.as_str().into(),
                         last_transition_time: c.last_transition_time.clone(),
                         observed_generation: c.observed_generation,
-                        // Only ever compared, and the digest does that.
-                        reason: String::new(),
-                        message: String::new(),
                     })
                     .collect();
                 KeptStatus {
@@ -342,9 +347,12 @@ impl ProfileBook {
             namespace: Some(namespace.to_string()),
             uid: own.uid.as_deref().map(str::to_string),
             labels: Some(
-                own.labels
+                KEPT_LABELS
                     .iter()
-                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .zip(&own.labels)
+                    .filter_map(|(key, value)| {
+                        Some((key.to_string(), value.as_deref()?.to_string()))
+                    })
                     .collect::<BTreeMap<_, _>>(),
             ),
             annotations: own.source.as_deref().map(|source| {
@@ -358,7 +366,18 @@ impl ProfileBook {
         };
         profile.spec.cluster_manager.name = own.cluster_manager.to_string();
         profile.status = own.status.as_ref().map(|kept| ClusterProfileStatus {
-            conditions: kept.conditions.to_vec(),
+            conditions: kept
+                .conditions
+                .iter()
+                .map(|c| Condition {
+                    type_: c.type_.to_string(),
+                    status: c.status.to_string(),
+                    last_transition_time: c.last_transition_time.clone(),
+                    observed_generation: c.observed_generation,
+                    reason: String::new(),
+                    message: String::new(),
+                })
+                .collect(),
             properties: kept.properties.to_vec(),
             ..ClusterProfileStatus::default()
         });
@@ -384,7 +403,6 @@ mod tests {
     use crate::apply::{Subresource, needs_apply};
     use crate::profile::{AccessProvider, Cluster, ClusterVersion};
     use crate::source::ANNOTATION_SOURCE_OBJECT;
-    use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
     use serde_json::json;
 
     fn time(second: i64) -> Time {
