@@ -70,6 +70,9 @@ struct Profiles {
     entries: HashMap<ProfileId, Entry>,
     /// Our profiles by source object.
     by_source: HashMap<Box<str>, Vec<ProfileId>>,
+    /// How many ids `by_source` holds (counted as they come and go: a count per reconcile must
+    /// not cost a walk over the fleet).
+    traced: usize,
 }
 
 enum Entry {
@@ -130,6 +133,7 @@ impl Profiles {
                 .entry(source.into())
                 .or_default()
                 .push(id.clone());
+            self.traced += 1;
         }
         self.entries.insert(id, entry);
     }
@@ -141,7 +145,9 @@ impl Profiles {
         if let Some(source) = entry.source()
             && let Some(ids) = self.by_source.get_mut(source)
         {
+            let before = ids.len();
             ids.retain(|other| other != id);
+            self.traced -= before - ids.len();
             if ids.is_empty() {
                 self.by_source.remove(source);
             }
@@ -253,7 +259,7 @@ impl ProfileBook {
     /// How many profiles are ours (traced to a source object).
     pub(super) fn ours_count(&self) -> usize {
         let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        state.current.by_source.values().map(Vec::len).sum()
+        state.current.traced
     }
 
     /// The book's entry for a profile as served.
@@ -668,6 +674,7 @@ mod tests {
         ))));
         assert!(book.ours_of("b").is_empty());
         assert_eq!(book.ours_of("c").len(), 1);
+        assert_eq!(book.ours_count(), 1, "a move is not a second profile");
         book.observe(&ok(watcher::Event::Delete(served(
             "b",
             "ocm-source",
