@@ -21,7 +21,7 @@
 //!   fleet stays quiet), log lines and metrics with a bounded category.
 //!
 //! The lifecycle, one file each: [`run`] (watches, caches and indexes, the controller and the
-//! sweeper), [`resync`] (every object re-checked once per period, paced), [`converge`]
+//! sweeper), [`profiles`] (the compact book of the hub's profiles the engine reads), [`resync`] (every object re-checked once per period, paced), [`converge`]
 //! (projection and apply of one source object's profiles and companions, problems as Events) and
 //! [`cleanup`] (deletion of what a gone or deselected object left).
 
