@@ -353,6 +353,31 @@ pub trait CapiCluster:
 {
     /// Normalise into the internal model.
     fn model(&self) -> ClusterModel;
+
+    /// Drop what [`CapiCluster::model`] never reads, as the object enters the cache (which holds
+    /// it for as long as it exists): annotations but the paused one, finalizers, owner
+    /// references, and conditions of other types.
+    fn trim(&mut self);
+}
+
+/// Metadata [`common`] does not read.
+fn trim_metadata(metadata: &mut ObjectMeta) {
+    metadata.finalizers = None;
+    metadata.owner_references = None;
+    metadata.generate_name = None;
+    if let Some(annotations) = metadata.annotations.as_mut() {
+        annotations.retain(|key, _| key == ANNOTATION_PAUSED);
+        if annotations.is_empty() {
+            metadata.annotations = None;
+        }
+    }
+}
+
+/// Keep the conditions of `types` only, their reasons and messages included (a projection
+/// publishes them).
+fn keep_conditions(conditions: &mut Vec<CapiCondition>, types: &[&str]) {
+    conditions.retain(|c| types.contains(&c.type_.as_str()));
+    conditions.shrink_to_fit();
 }
 
 fn common(metadata: &ObjectMeta, paused: Option<bool>) -> ClusterModel {
@@ -395,6 +420,16 @@ fn non_empty(value: Option<&String>) -> Option<String> {
 }
 
 impl CapiCluster for v1beta2::Cluster {
+    fn trim(&mut self) {
+        trim_metadata(&mut self.metadata);
+        if let Some(status) = self.status.as_mut() {
+            keep_conditions(
+                &mut status.conditions,
+                &["ControlPlaneInitialized", "ControlPlaneAvailable"],
+            );
+        }
+    }
+
     fn model(&self) -> ClusterModel {
         let mut model = common(&self.metadata, self.spec.paused);
         let status = self.status.clone().unwrap_or_default();
@@ -439,6 +474,19 @@ impl CapiCluster for v1beta2::Cluster {
 }
 
 impl CapiCluster for v1beta1::Cluster {
+    fn trim(&mut self) {
+        trim_metadata(&mut self.metadata);
+        if let Some(status) = self.status.as_mut() {
+            keep_conditions(&mut status.conditions, &["ControlPlaneReady"]);
+            if let Some(view) = status.v1beta2.as_mut() {
+                keep_conditions(
+                    &mut view.conditions,
+                    &["ControlPlaneInitialized", "ControlPlaneAvailable"],
+                );
+            }
+        }
+    }
+
     fn model(&self) -> ClusterModel {
         let mut model = common(&self.metadata, self.spec.paused);
         let status = self.status.clone().unwrap_or_default();
@@ -609,5 +657,56 @@ mod tests {
         let model = cluster.model();
         assert_eq!(model.control_plane_initialized, None);
         assert_eq!(model.control_plane_ref, None);
+    }
+
+    #[test]
+    fn trimming_a_cached_cluster_never_changes_its_model() {
+        let conditions = json!([
+            {"type": "Ready", "status": "True", "message": "all good"},
+            {"type": "ControlPlaneInitialized", "status": "True"},
+            {"type": "ControlPlaneAvailable", "status": "False", "reason": "Down", "message": "1 of 3"},
+            {"type": "ControlPlaneReady", "status": "False", "reason": "ScalingDown"},
+            {"type": "InfrastructureReady", "status": "True"}
+        ]);
+        let metadata = |paused: bool| {
+            let mut annotations =
+                json!({"kubectl.kubernetes.io/last-applied-configuration": "{...}", "note": "x"});
+            if paused {
+                annotations["cluster.x-k8s.io/paused"] = json!("");
+            }
+            json!({"name": "web", "namespace": "team-a", "labels": {"env": "prod"},
+                   "annotations": annotations, "finalizers": ["cluster.cluster.x-k8s.io"],
+                   "ownerReferences": [{"apiVersion": "v1", "kind": "Namespace", "name": "team-a", "uid": "u"}]})
+        };
+        for paused in [false, true] {
+            let mut v1beta2: v1beta2::Cluster = serde_json::from_value(json!({
+                "metadata": metadata(paused),
+                "spec": {"controlPlaneRef": {"apiGroup": "g", "kind": "K", "name": "cp"}},
+                "status": {"conditions": conditions, "controlPlane": {"versions": [{"version": "v1.36.3"}]}}
+            }))
+            .unwrap();
+            let before = v1beta2.model();
+            v1beta2.trim();
+            assert_eq!(v1beta2.model(), before);
+            assert_eq!(v1beta2.status.as_ref().unwrap().conditions.len(), 2);
+            assert!(v1beta2.metadata.finalizers.is_none());
+            assert!(v1beta2.metadata.owner_references.is_none());
+            assert_eq!(v1beta2.metadata.annotations.is_some(), paused);
+
+            for view in [true, false] {
+                let mut status = json!({"conditions": conditions, "controlPlaneReady": true});
+                if view {
+                    status["v1beta2"] = json!({"conditions": conditions});
+                }
+                let mut v1beta1: v1beta1::Cluster = serde_json::from_value(json!({
+                    "metadata": metadata(paused), "spec": {}, "status": status
+                }))
+                .unwrap();
+                let before = v1beta1.model();
+                v1beta1.trim();
+                assert_eq!(v1beta1.model(), before, "paused {paused}, view {view}");
+                assert_eq!(v1beta1.status.as_ref().unwrap().conditions.len(), 1);
+            }
+        }
     }
 }

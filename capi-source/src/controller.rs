@@ -2,11 +2,12 @@
 //! Clusters and of their kubeconfig Secrets, observations from caches) and `run`.
 
 use std::marker::PhantomData;
-use std::sync::Mutex;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use adapters::cache::watch_config;
-use adapters::kubeconfig_secret::SecretKubeconfig;
+use adapters::cache::{CompactStore, watch_config};
+use adapters::kubeconfig_secret::{KubeconfigSecretError, SecretKubeconfig};
 use adapters::member_reads::{MemberReadMetrics, MemberReadSettings, MemberReader};
 use adapters::runtime::{LeaderContext, Metrics};
 use adapters::served_versions::{RefReader, wait_until_served};
@@ -16,10 +17,11 @@ use adapters::source::{
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
 use kube::runtime::controller::Controller;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Client, ResourceExt};
 
@@ -37,6 +39,13 @@ pub const NAME: &str = "capi-source";
 
 /// How long a followed `controlPlaneRef` (and its discovery) is reused.
 const REF_TTL: Duration = Duration::from_secs(30);
+
+/// How long a reconcile waits for the first list of CAPI's Secrets before it retries: until
+/// then, a Secret's absence proves nothing.
+const SECRETS_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The one key read of a CAPI Secret (`None`: the Secret exists without it).
+type KeptKey = Option<Arc<[u8]>>;
 
 /// capi-source's own flags (each falls back to the environment variable beside it).
 #[derive(Clone, Debug, clap::Args)]
@@ -133,8 +142,9 @@ pub struct CapiSource<C> {
     config: ProjectionConfig,
     client: Client,
     watch_namespace: Option<String>,
-    secrets: Store<Secret>,
-    secrets_writer: Mutex<Option<reflector::store::Writer<Secret>>>,
+    /// CAPI's Secrets, each as the one key read of it.
+    secrets: Arc<CompactStore<Secret, KeptKey>>,
+    secret_watch_started: AtomicBool,
     members: MemberReader,
     refs: RefReader,
     cluster: PhantomData<fn() -> C>,
@@ -148,13 +158,12 @@ impl<C: CapiCluster> CapiSource<C> {
         metrics: MemberReadMetrics,
         client: Client,
     ) -> Self {
-        let (secrets, writer) = reflector::store();
         Self {
             name,
             config,
             watch_namespace: args.watch_namespace.clone(),
-            secrets,
-            secrets_writer: Mutex::new(Some(writer)),
+            secrets: Arc::new(CompactStore::new(kept_key)),
+            secret_watch_started: AtomicBool::new(false),
             members: MemberReader::new(
                 MemberReadSettings {
                     refresh: Duration::from_secs(args.member_refresh_seconds),
@@ -168,31 +177,30 @@ impl<C: CapiCluster> CapiSource<C> {
         }
     }
 
-    fn secret(&self, namespace: &str, name: &str) -> Option<std::sync::Arc<Secret>> {
-        self.secrets.get(&ObjectRef::new(name).within(namespace))
+    fn secret(&self, namespace: &str, name: &str) -> Option<KeptKey> {
+        self.secrets.get(Some(namespace), name)
     }
 }
 
-/// Keep only what we read from CAPI's Secrets: `value` of `<cluster>-kubeconfig` and `tls.crt` of
-/// `<cluster>-ca`. The others carry private keys (CA, etcd, service-account signing) that have
-/// no business in this process's memory; annotations may hold a copy of the data
-/// (`kubectl.kubernetes.io/last-applied-configuration`).
-fn strip_secret(secret: &mut Secret) {
-    let name = secret.name_any();
-    let keep = if name.ends_with("-kubeconfig") {
-        Some(KUBECONFIG_KEY)
+/// What is kept of a CAPI Secret: `value` of `<cluster>-kubeconfig`, `tls.crt` of `<cluster>-ca`,
+/// nothing of the others. They carry private keys (CA, etcd, service-account signing) that have
+/// no business in this process's memory, and nothing else of a Secret is read.
+fn kept_key(secret: &Secret) -> Option<KeptKey> {
+    let name = secret.metadata.name.as_deref()?;
+    let key = if name.ends_with("-kubeconfig") {
+        KUBECONFIG_KEY
     } else if name.ends_with("-ca") {
-        Some(CA_KEY)
+        CA_KEY
     } else {
-        None
+        return None;
     };
-    secret.metadata.managed_fields = None;
-    secret.metadata.annotations = None;
-    secret.string_data = None;
-    secret.data = match (keep, secret.data.take()) {
-        (Some(key), Some(mut data)) => data.remove(key).map(|v| [(key.to_string(), v)].into()),
-        _ => None,
-    };
+    Some(
+        secret
+            .data
+            .as_ref()
+            .and_then(|data| data.get(key))
+            .map(|value| Arc::from(value.0.as_slice())),
+    )
 }
 
 impl<C: CapiCluster> Source for CapiSource<C> {
@@ -207,6 +215,10 @@ impl<C: CapiCluster> Source for CapiSource<C> {
         &self.config.cluster_manager
     }
 
+    fn trim(&self, cluster: &mut C) {
+        cluster.trim();
+    }
+
     fn native_api(&self, client: Client, namespace: Option<&str>) -> Api<C> {
         match namespace {
             Some(namespace) => Api::namespaced(client, namespace),
@@ -215,9 +227,9 @@ impl<C: CapiCluster> Source for CapiSource<C> {
     }
 
     fn watches(&self, controller: Controller<C>) -> Controller<C> {
-        let Some(writer) = self.secrets_writer.lock().ok().and_then(|mut w| w.take()) else {
+        if self.secret_watch_started.swap(true, Ordering::SeqCst) {
             return controller;
-        };
+        }
         let api: Api<Secret> = match &self.watch_namespace {
             Some(namespace) => Api::namespaced(self.client.clone(), namespace),
             None => Api::all(self.client.clone()),
@@ -226,10 +238,10 @@ impl<C: CapiCluster> Source for CapiSource<C> {
         let config = watch_config()
             .labels(LABEL_CLUSTER_NAME)
             .fields(&format!("type={SECRET_TYPE}"));
+        let secrets = self.secrets.clone();
         let stream = watcher(api, config)
             .default_backoff()
-            .modify(strip_secret)
-            .reflect(writer)
+            .inspect(move |event| secrets.observe(event))
             .touched_objects();
         controller.watches_stream(stream, |secret: Secret| {
             let cluster = secret.labels().get(LABEL_CLUSTER_NAME)?.clone();
@@ -245,10 +257,17 @@ impl<C: CapiCluster> Source for CapiSource<C> {
             return Ok(Observations::default());
         }
         let key = source_key(native);
+        self.secrets
+            .ready("CAPI Secrets", SECRETS_SYNC_TIMEOUT)
+            .await?;
         let mut observations = Observations::default();
         let mut parsed = None;
-        if let Some(secret) = self.secret(&model.namespace, &kubeconfig_secret_name(&model.name)) {
-            match SecretKubeconfig::from_secret_data(secret.data.as_ref(), KUBECONFIG_KEY) {
+        if let Some(kept) = self.secret(&model.namespace, &kubeconfig_secret_name(&model.name)) {
+            let parsed_key = kept
+                .as_deref()
+                .ok_or_else(|| KubeconfigSecretError::MissingKey(KUBECONFIG_KEY.to_string()))
+                .and_then(SecretKubeconfig::parse);
+            match parsed_key {
                 Ok(kubeconfig) => {
                     observations.kubeconfig = KubeconfigState::Valid(kubeconfig.endpoint().clone());
                     parsed = Some(kubeconfig);
@@ -264,7 +283,8 @@ impl<C: CapiCluster> Source for CapiSource<C> {
         }
         observations.cluster_ca = self
             .secret(&model.namespace, &ca_secret_name(&model.name))
-            .and_then(|s| s.data.as_ref()?.get(CA_KEY).map(|v| BASE64.encode(&v.0)));
+            .flatten()
+            .map(|ca| BASE64.encode(&ca));
         if model.control_plane_versions.is_empty()
             && let Some(reference) = &model.control_plane_ref
         {
@@ -446,6 +466,7 @@ mod tests {
         let secret = |name: &str, keys: &[&str]| Secret {
             metadata: kube::api::ObjectMeta {
                 name: Some(name.into()),
+                namespace: Some("team-a".into()),
                 annotations: Some(
                     [(
                         "kubectl.kubernetes.io/last-applied-configuration".to_string(),
@@ -457,23 +478,27 @@ mod tests {
             },
             data: Some(
                 keys.iter()
-                    .map(|k| (k.to_string(), ByteString(b"x".to_vec())))
+                    .map(|k| (k.to_string(), ByteString(k.as_bytes().to_vec())))
                     .collect(),
             ),
             ..Secret::default()
         };
-        let mut kubeconfig = secret("web-kubeconfig", &["value", "other"]);
-        strip_secret(&mut kubeconfig);
+        let kept = |secret: &Secret| kept_key(secret).map(|key| key.map(|k| k.to_vec()));
         assert_eq!(
-            kubeconfig.data.unwrap().keys().collect::<Vec<_>>(),
-            vec!["value"]
+            kept(&secret("web-kubeconfig", &["value", "other"])),
+            Some(Some(b"value".to_vec()))
         );
-        assert!(kubeconfig.metadata.annotations.is_none());
-        let mut ca = secret("web-ca", &["tls.crt", "tls.key"]);
-        strip_secret(&mut ca);
-        assert_eq!(ca.data.unwrap().keys().collect::<Vec<_>>(), vec!["tls.crt"]);
-        let mut etcd = secret("web-etcd", &["tls.crt", "tls.key"]);
-        strip_secret(&mut etcd);
-        assert!(etcd.data.is_none());
+        assert_eq!(
+            kept(&secret("web-ca", &["tls.crt", "tls.key"])),
+            Some(Some(b"tls.crt".to_vec())),
+            "never the CA's private key"
+        );
+        assert_eq!(
+            kept(&secret("web-kubeconfig", &["other"])),
+            Some(None),
+            "a kubeconfig Secret without its key is known to exist (and reported as such)"
+        );
+        assert_eq!(kept(&secret("web-etcd", &["tls.crt", "tls.key"])), None);
+        assert_eq!(kept(&secret("web-sa", &["tls.key"])), None);
     }
 }

@@ -10,8 +10,8 @@
 //! gets a `ClusterProfile` rebuilt from that, which decides applies exactly as the whole object
 //! would (see [`crate::apply::keep_own_apply_digests`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition, FieldsV1, ManagedFieldsEntry, Time,
@@ -38,8 +38,14 @@ const KEPT_LABELS: [&str; 3] = [
     LABEL_INVENTORY_MEMBER_ID,
 ];
 
-/// `(namespace, name)` of a profile.
-type ProfileId = (Box<str>, Box<str>);
+/// `(namespace, name)` of a profile (the namespace interned: an inventory holds thousands).
+type ProfileId = (Arc<str>, Arc<str>);
+
+/// Distinct strings the interner keeps at most. What profiles share is a handful (inventory
+/// namespaces, the cluster manager, condition types and statuses, property names); property
+/// names come from what members report, which is not ours to bound, so past this new values are
+/// kept per profile instead.
+const INTERNED_MAX: usize = 4096;
 
 /// A profile as a reader finds it.
 pub(super) enum Found {
@@ -56,6 +62,27 @@ pub(super) struct ProfileBook {
     version: ProfileVersion,
     state: RwLock<State>,
     ready: watch::Sender<bool>,
+    /// One copy of each string most profiles share.
+    shared: Interner,
+}
+
+#[derive(Default)]
+struct Interner {
+    values: Mutex<HashSet<Arc<str>>>,
+}
+
+impl Interner {
+    fn get(&self, value: &str) -> Arc<str> {
+        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(kept) = values.get(value) {
+            return kept.clone();
+        }
+        let value: Arc<str> = value.into();
+        if values.len() < INTERNED_MAX {
+            values.insert(value.clone());
+        }
+        value
+    }
 }
 
 #[derive(Default)]
@@ -69,7 +96,7 @@ struct State {
 struct Profiles {
     entries: HashMap<ProfileId, Entry>,
     /// Our profiles by source object.
-    by_source: HashMap<Box<str>, Vec<ProfileId>>,
+    by_source: HashMap<Arc<str>, Vec<ProfileId>>,
     /// How many ids `by_source` holds (counted as they come and go: a count per reconcile must
     /// not cost a walk over the fleet).
     traced: usize,
@@ -80,17 +107,18 @@ enum Entry {
     /// Ours with an apply record that cannot be digested: kept whole, records as text.
     OursWhole(Arc<ClusterProfile>),
     Theirs {
-        manager: Option<Box<str>>,
+        manager: Option<Arc<str>>,
     },
 }
 
 /// What is read of one of our profiles.
 struct OwnProfile {
     uid: Option<Box<str>>,
-    source: Option<Box<str>>,
-    cluster_manager: Box<str>,
-    /// Values of [`KEPT_LABELS`], in that order.
-    labels: [Option<Box<str>>; KEPT_LABELS.len()],
+    /// The source object (shared with the by-source lookup).
+    source: Option<Arc<str>>,
+    cluster_manager: Arc<str>,
+    /// Values of [`KEPT_LABELS`], in that order (the source's and the manager's interned).
+    labels: [Option<Arc<str>>; KEPT_LABELS.len()],
     /// Digests of our `Apply` records: metadata and spec, status.
     main_digest: Option<Box<str>>,
     status_digest: Option<Box<str>>,
@@ -101,14 +129,20 @@ struct OwnProfile {
 /// digest does that) and properties.
 struct KeptStatus {
     conditions: Box<[KeptCondition]>,
-    properties: Box<[Property]>,
+    properties: Box<[KeptProperty]>,
 }
 
 struct KeptCondition {
-    type_: Box<str>,
-    status: Box<str>,
+    type_: Arc<str>,
+    status: Arc<str>,
     last_transition_time: Time,
     observed_generation: Option<i64>,
+}
+
+struct KeptProperty {
+    name: Arc<str>,
+    value: Box<str>,
+    last_observed_time: Option<Time>,
 }
 
 impl Entry {
@@ -128,11 +162,12 @@ impl Entry {
 impl Profiles {
     fn insert(&mut self, id: ProfileId, entry: Entry) {
         self.remove(&id);
-        if let Some(source) = entry.source() {
-            self.by_source
-                .entry(source.into())
-                .or_default()
-                .push(id.clone());
+        let source = match &entry {
+            Entry::Ours(own) => own.source.clone(),
+            entry => entry.source().map(Arc::from),
+        };
+        if let Some(source) = source {
+            self.by_source.entry(source).or_default().push(id.clone());
             self.traced += 1;
         }
         self.entries.insert(id, entry);
@@ -165,6 +200,7 @@ impl ProfileBook {
             version,
             state: RwLock::default(),
             ready: watch::channel(false).0,
+            shared: Interner::default(),
         }
     }
 
@@ -176,7 +212,7 @@ impl ProfileBook {
         // Compacted outside the lock: readers wait for the swap only.
         let entry = match event {
             watcher::Event::Apply(profile) | watcher::Event::InitApply(profile) => {
-                Some((id_of(profile), self.compact(profile)))
+                Some((self.id_of(profile), self.compact(profile)))
             }
             _ => None,
         };
@@ -187,7 +223,7 @@ impl ProfileBook {
                 .next
                 .get_or_insert_with(Profiles::default)
                 .insert(id, entry),
-            (watcher::Event::Delete(profile), _) => state.current.remove(&id_of(profile)),
+            (watcher::Event::Delete(profile), _) => state.current.remove(&self.id_of(profile)),
             (watcher::Event::Init, _) => state.next = Some(Profiles::default()),
             (watcher::Event::InitDone, _) => {
                 if let Some(next) = state.next.take() {
@@ -269,7 +305,7 @@ impl ProfileBook {
                 manager: served
                     .labels()
                     .get(LABEL_CLUSTER_MANAGER)
-                    .map(|m| m.as_str().into()),
+                    .map(|m| self.shared.get(m)),
             };
         }
         let mut profile = served.clone();
@@ -300,11 +336,14 @@ impl ProfileBook {
                 })
         };
         let labels = profile.labels();
+        let mut kept_labels = KEPT_LABELS.map(|key| labels.get(key).map(|value| value.as_str()));
+        let member_id = kept_labels[2].take().map(Arc::from);
+        let [source_label, manager_label, _] = kept_labels.map(|v| v.map(|v| self.shared.get(v)));
         Entry::Ours(Box::new(OwnProfile {
             uid: profile.metadata.uid.as_deref().map(Into::into),
-            source: source_object_of(&profile.metadata).map(Into::into),
-            cluster_manager: profile.spec.cluster_manager.name.as_str().into(),
-            labels: KEPT_LABELS.map(|key| labels.get(key).map(|value| value.as_str().into())),
+            source: source_object_of(&profile.metadata).map(Arc::from),
+            cluster_manager: self.shared.get(&profile.spec.cluster_manager.name),
+            labels: [source_label, manager_label, member_id],
             main_digest: digest_of(None),
             status_digest: digest_of(Some("status")),
             status: profile.status.as_ref().map(|status| {
@@ -312,18 +351,34 @@ impl ProfileBook {
                     .conditions
                     .iter()
                     .map(|c| KeptCondition {
-                        type_: c.type_.as_str().into(),
-                        status: c.status.as_str().into(),
+                        type_: self.shared.get(&c.type_),
+                        status: self.shared.get(&c.status),
                         last_transition_time: c.last_transition_time.clone(),
                         observed_generation: c.observed_generation,
                     })
                     .collect();
                 KeptStatus {
                     conditions,
-                    properties: status.properties.clone().into_boxed_slice(),
+                    properties: status
+                        .properties
+                        .iter()
+                        .map(|p| KeptProperty {
+                            name: self.shared.get(&p.name),
+                            value: p.value.as_str().into(),
+                            last_observed_time: p.last_observed_time.clone(),
+                        })
+                        .collect(),
                 }
             }),
         }))
+    }
+
+    fn id_of(&self, profile: &ClusterProfile) -> ProfileId {
+        (
+            self.shared
+                .get(profile.metadata.namespace.as_deref().unwrap_or_default()),
+            profile.metadata.name.as_deref().unwrap_or_default().into(),
+        )
     }
 
     /// One of our profiles as the engine reads it.
@@ -384,23 +439,19 @@ impl ProfileBook {
                     message: String::new(),
                 })
                 .collect(),
-            properties: kept.properties.to_vec(),
+            properties: kept
+                .properties
+                .iter()
+                .map(|p| Property {
+                    name: p.name.to_string(),
+                    value: p.value.to_string(),
+                    last_observed_time: p.last_observed_time.clone(),
+                })
+                .collect(),
             ..ClusterProfileStatus::default()
         });
         Some(profile)
     }
-}
-
-fn id_of(profile: &ClusterProfile) -> ProfileId {
-    (
-        profile
-            .metadata
-            .namespace
-            .as_deref()
-            .unwrap_or_default()
-            .into(),
-        profile.metadata.name.as_deref().unwrap_or_default().into(),
-    )
 }
 
 #[cfg(test)]
