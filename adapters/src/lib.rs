@@ -6,6 +6,7 @@ pub mod cache;
 pub mod crd;
 pub mod error;
 pub mod index;
+pub mod interned;
 pub mod kubeconfig_secret;
 pub mod member_reads;
 pub mod names;

@@ -228,7 +228,7 @@ pub fn project(
             status
                 .cluster_claims
                 .iter()
-                .map(|c| (c.name.clone(), c.value.clone())),
+                .map(|c| (c.name.to_string(), c.value.clone())),
             &previous.properties,
             now,
         );
@@ -348,11 +348,11 @@ fn facts(profile_type: &str, ocm_type: &str, conditions: &[OcmCondition]) -> Con
         Some(c) => ConditionFacts {
             type_: profile_type.into(),
             status: match c.status.as_str() {
-                "True" | "False" => c.status.clone(),
+                "True" | "False" => c.status.to_string(),
                 _ => "Unknown".into(),
             },
-            reason: c.reason.clone(),
-            message: c.message.clone(),
+            reason: c.reason.to_string(),
+            message: c.message.to_string(),
         },
         None => ConditionFacts {
             type_: profile_type.into(),

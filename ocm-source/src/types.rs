@@ -5,6 +5,7 @@
 //! A top-level `spec` is not required by the upstream CRDs, so the spec types deserialize from an
 //! absent `spec` too (through `Option`), instead of failing the whole list.
 
+use adapters::interned::Interned;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::CustomResource;
 use serde::{Deserialize, Serialize};
@@ -91,13 +92,13 @@ pub struct ManagedClusterStatus {
 pub struct OcmCondition {
     /// Condition type.
     #[serde(rename = "type")]
-    pub type_: String,
+    pub type_: Interned,
     /// `True`, `False` or `Unknown`.
-    pub status: String,
+    pub status: Interned,
     /// CamelCase reason.
-    pub reason: String,
-    /// Human-readable message.
-    pub message: String,
+    pub reason: Interned,
+    /// Human-readable message (the agents' are a few fixed sentences, shared across the fleet).
+    pub message: Interned,
 }
 
 /// Version of a managed cluster.
@@ -113,7 +114,7 @@ pub struct ManagedClusterVersion {
 #[serde(default)]
 pub struct ClusterClaim {
     /// Claim name (e.g. `id.k8s.io`).
-    pub name: String,
+    pub name: Interned,
     /// Claim value.
     pub value: String,
 }

@@ -216,7 +216,8 @@ pub trait Source: Send + Sync + 'static {
 
     /// Drop from a native object, as it enters the cache, what neither `observe` nor `project`
     /// reads: the cache holds it for as long as the object exists, for every object of the fleet.
-    /// The engine already drops `managedFields` and kubectl's last-applied copy.
+    /// The engine already drops `managedFields`, kubectl's last-applied copy, the resource
+    /// version, the creation time and the generation.
     fn trim(&self, native: &mut Self::Native) {
         let _ = native;
     }

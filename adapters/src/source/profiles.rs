@@ -10,8 +10,8 @@
 //! gets a `ClusterProfile` rebuilt from that, which decides applies exactly as the whole object
 //! would (see [`crate::apply::keep_own_apply_digests`]).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, PoisonError, RwLock};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition, FieldsV1, ManagedFieldsEntry, Time,
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use super::{LABEL_SOURCE, is_ours, source_object_of};
 use crate::apply::{keep_own_apply_digests, keep_own_apply_records};
+use crate::interned::Interned;
 use crate::profile::{
     ClusterProfile, ClusterProfileStatus, LABEL_CLUSTER_MANAGER, LABEL_INVENTORY_MEMBER_ID,
     Property,
@@ -41,11 +42,11 @@ const KEPT_LABELS: [&str; 3] = [
 /// `(namespace, name)` of a profile (the namespace interned: an inventory holds thousands).
 type ProfileId = (Arc<str>, Arc<str>);
 
-/// Distinct strings the interner keeps at most. What profiles share is a handful (inventory
-/// namespaces, the cluster manager, condition types and statuses, property names); property
-/// names come from what members report, which is not ours to bound, so past this new values are
-/// kept per profile instead.
-const INTERNED_MAX: usize = 4096;
+/// The one copy of a string most profiles share (inventory namespaces, the cluster manager,
+/// condition types and statuses, property names).
+fn shared(value: &str) -> Arc<str> {
+    Arc::from(Interned::new(value))
+}
 
 /// A profile as a reader finds it.
 pub(super) enum Found {
@@ -62,27 +63,6 @@ pub(super) struct ProfileBook {
     version: ProfileVersion,
     state: RwLock<State>,
     ready: watch::Sender<bool>,
-    /// One copy of each string most profiles share.
-    shared: Interner,
-}
-
-#[derive(Default)]
-struct Interner {
-    values: Mutex<HashSet<Arc<str>>>,
-}
-
-impl Interner {
-    fn get(&self, value: &str) -> Arc<str> {
-        let mut values = self.values.lock().unwrap_or_else(PoisonError::into_inner);
-        if let Some(kept) = values.get(value) {
-            return kept.clone();
-        }
-        let value: Arc<str> = value.into();
-        if values.len() < INTERNED_MAX {
-            values.insert(value.clone());
-        }
-        value
-    }
 }
 
 #[derive(Default)]
@@ -200,7 +180,6 @@ impl ProfileBook {
             version,
             state: RwLock::default(),
             ready: watch::channel(false).0,
-            shared: Interner::default(),
         }
     }
 
@@ -305,7 +284,7 @@ impl ProfileBook {
                 manager: served
                     .labels()
                     .get(LABEL_CLUSTER_MANAGER)
-                    .map(|m| self.shared.get(m)),
+                    .map(|m| shared(m)),
             };
         }
         let mut profile = served.clone();
@@ -338,11 +317,11 @@ impl ProfileBook {
         let labels = profile.labels();
         let mut kept_labels = KEPT_LABELS.map(|key| labels.get(key).map(|value| value.as_str()));
         let member_id = kept_labels[2].take().map(Arc::from);
-        let [source_label, manager_label, _] = kept_labels.map(|v| v.map(|v| self.shared.get(v)));
+        let [source_label, manager_label, _] = kept_labels.map(|v| v.map(shared));
         Entry::Ours(Box::new(OwnProfile {
             uid: profile.metadata.uid.as_deref().map(Into::into),
             source: source_object_of(&profile.metadata).map(Arc::from),
-            cluster_manager: self.shared.get(&profile.spec.cluster_manager.name),
+            cluster_manager: shared(&profile.spec.cluster_manager.name),
             labels: [source_label, manager_label, member_id],
             main_digest: digest_of(None),
             status_digest: digest_of(Some("status")),
@@ -351,8 +330,8 @@ impl ProfileBook {
                     .conditions
                     .iter()
                     .map(|c| KeptCondition {
-                        type_: self.shared.get(&c.type_),
-                        status: self.shared.get(&c.status),
+                        type_: shared(&c.type_),
+                        status: shared(&c.status),
                         last_transition_time: c.last_transition_time.clone(),
                         observed_generation: c.observed_generation,
                     })
@@ -363,7 +342,7 @@ impl ProfileBook {
                         .properties
                         .iter()
                         .map(|p| KeptProperty {
-                            name: self.shared.get(&p.name),
+                            name: shared(&p.name),
                             value: p.value.as_str().into(),
                             last_observed_time: p.last_observed_time.clone(),
                         })
@@ -375,8 +354,7 @@ impl ProfileBook {
 
     fn id_of(&self, profile: &ClusterProfile) -> ProfileId {
         (
-            self.shared
-                .get(profile.metadata.namespace.as_deref().unwrap_or_default()),
+            shared(profile.metadata.namespace.as_deref().unwrap_or_default()),
             profile.metadata.name.as_deref().unwrap_or_default().into(),
         )
     }

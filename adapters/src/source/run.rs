@@ -55,6 +55,11 @@ pub async fn run_source<S: Source>(
             // Never read, and each can be as large as the object itself.
             let meta = native.meta_mut();
             meta.managed_fields = None;
+            // Never read either (the watcher has taken the resource version already); the
+            // store's key would keep a second copy of the version.
+            meta.resource_version = None;
+            meta.creation_timestamp = None;
+            meta.generation = None;
             if let Some(annotations) = meta.annotations.as_mut() {
                 annotations.remove(LAST_APPLIED);
             }

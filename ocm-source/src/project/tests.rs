@@ -25,7 +25,7 @@ fn ocm_condition(type_: &str, status: &str, reason: &str) -> OcmCondition {
         type_: type_.into(),
         status: status.into(),
         reason: reason.into(),
-        message: format!("{type_} is {status}"),
+        message: format!("{type_} is {status}").as_str().into(),
     }
 }
 
