@@ -151,48 +151,70 @@ where
     }
 }
 
-/// A watched kind kept as one small value per object (e.g. the one key of a Secret a source
-/// reads) instead of whole objects: a reflector store holds each object with its metadata (a
-/// B-tree node per map, a dozen strings) for as long as it exists, which at 10,000 kubeconfig
-/// Secrets was a fifth of a source's memory. Fed by [`CompactStore::observe`] from a watch; a
-/// relist is gathered aside and swapped in whole, so a reader never sees half a list.
-pub struct CompactStore<K, V> {
-    compact: Compaction<K, V>,
-    state: std::sync::RwLock<CompactState<V>>,
+/// A map a watch keeps: what [`Relisted`] needs of it.
+pub(crate) trait WatchedMap: Default {
+    /// Names one object.
+    type Key;
+    /// What is kept of it.
+    type Value;
+    /// Keep `value` for `key` (replacing what was kept).
+    fn put(&mut self, key: Self::Key, value: Self::Value);
+    /// Keep nothing for `key`.
+    fn forget(&mut self, key: &Self::Key);
+}
+
+impl<K: std::hash::Hash + Eq, V> WatchedMap for std::collections::HashMap<K, V> {
+    type Key = K;
+    type Value = V;
+
+    fn put(&mut self, key: K, value: V) {
+        self.insert(key, value);
+    }
+
+    fn forget(&mut self, key: &K) {
+        self.remove(key);
+    }
+}
+
+/// A map fed by a watch's events (for caches of our own instead of kube-runtime's store of whole
+/// objects): a relist is gathered aside and swapped in whole, so a reader never sees half a list,
+/// and the first full list makes it ready (until then, absence proves nothing).
+pub(crate) struct Relisted<M> {
+    state: std::sync::RwLock<RelistState<M>>,
     ready: tokio::sync::watch::Sender<bool>,
 }
 
-/// What a [`CompactStore`] keeps of an object (`None`: nothing).
-type Compaction<K, V> = Box<dyn Fn(&K) -> Option<V> + Send + Sync>;
-
-struct CompactState<V> {
-    /// By `namespace/name` (`name` for cluster-scoped kinds).
-    current: std::collections::HashMap<Box<str>, V>,
-    next: Option<std::collections::HashMap<Box<str>, V>>,
+#[derive(Default)]
+struct RelistState<M> {
+    current: M,
+    /// A relist in progress.
+    next: Option<M>,
 }
 
-impl<K: Resource, V: Clone> CompactStore<K, V> {
-    /// An empty store that keeps `compact(object)` of each object (nothing when it says `None`).
-    pub fn new(compact: impl Fn(&K) -> Option<V> + Send + Sync + 'static) -> Self {
+impl<M: WatchedMap> Relisted<M> {
+    pub(crate) fn new() -> Self {
         Self {
-            compact: Box::new(compact),
-            state: std::sync::RwLock::new(CompactState {
-                current: Default::default(),
-                next: None,
-            }),
+            state: std::sync::RwLock::new(RelistState::default()),
             ready: tokio::sync::watch::channel(false).0,
         }
     }
 
-    /// Apply one event of the watch.
-    pub fn observe<E>(&self, event: &Result<watcher::Event<K>, E>) {
+    /// Apply one event of the watch: `key` names an object, `value` is what is kept of it
+    /// (`None`: nothing). Both run outside the lock, so readers wait for the update only.
+    pub(crate) fn observe<K, E>(
+        &self,
+        event: &Result<watcher::Event<K>, E>,
+        key: impl Fn(&K) -> M::Key,
+        value: impl Fn(&K) -> Option<M::Value>,
+    ) {
         let Ok(event) = event else {
             return;
         };
         let kept = match event {
             watcher::Event::Apply(object) | watcher::Event::InitApply(object) => {
-                Some((Self::key_of(object), (self.compact)(object)))
+                Some((key(object), value(object)))
             }
+            watcher::Event::Delete(object) => Some((key(object), None)),
             _ => None,
         };
         let mut state = self
@@ -200,24 +222,14 @@ impl<K: Resource, V: Clone> CompactStore<K, V> {
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
         match (event, kept) {
-            (watcher::Event::Apply(_), Some((key, value))) => match value {
-                Some(value) => {
-                    state.current.insert(key, value);
-                }
-                None => {
-                    state.current.remove(&key);
-                }
-            },
+            (watcher::Event::Apply(_), Some((key, Some(value)))) => state.current.put(key, value),
+            (watcher::Event::Apply(_) | watcher::Event::Delete(_), Some((key, None))) => {
+                state.current.forget(&key);
+            }
             (watcher::Event::InitApply(_), Some((key, Some(value)))) => {
-                state
-                    .next
-                    .get_or_insert_with(Default::default)
-                    .insert(key, value);
+                state.next.get_or_insert_with(M::default).put(key, value)
             }
-            (watcher::Event::Delete(object), _) => {
-                state.current.remove(&Self::key_of(object));
-            }
-            (watcher::Event::Init, _) => state.next = Some(Default::default()),
+            (watcher::Event::Init, _) => state.next = Some(M::default()),
             (watcher::Event::InitDone, _) => {
                 if let Some(next) = state.next.take() {
                     state.current = next;
@@ -229,26 +241,68 @@ impl<K: Resource, V: Clone> CompactStore<K, V> {
         }
     }
 
+    /// Read the current map.
+    pub(crate) fn read<R>(&self, reader: impl FnOnce(&M) -> R) -> R {
+        let state = self
+            .state
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        reader(&state.current)
+    }
+
+    /// Whether a full list is in the map.
+    pub(crate) fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Wait until a full list is in the map.
+    pub(crate) async fn wait_until_ready(&self) {
+        let mut ready = self.ready.subscribe();
+        // The sender lives in `self`: the channel cannot close while we wait.
+        let _ = ready.wait_for(|ready| *ready).await;
+    }
+}
+
+/// A watched kind kept as one small value per object (e.g. the one key of a Secret a source
+/// reads) instead of whole objects: a reflector store holds each object with its metadata (a
+/// B-tree node per map, a dozen strings) for as long as it exists, which at 10,000 kubeconfig
+/// Secrets was a fifth of a source's memory. Fed by [`CompactStore::observe`] from a watch; a
+/// relist is gathered aside and swapped in whole, so a reader never sees half a list.
+pub struct CompactStore<K, V> {
+    compact: Compaction<K, V>,
+    /// By `namespace/name` (`name` for cluster-scoped kinds).
+    values: Relisted<std::collections::HashMap<Box<str>, V>>,
+}
+
+/// What a [`CompactStore`] keeps of an object (`None`: nothing).
+type Compaction<K, V> = Box<dyn Fn(&K) -> Option<V> + Send + Sync>;
+
+impl<K: Resource, V: Clone> CompactStore<K, V> {
+    /// An empty store that keeps `compact(object)` of each object (nothing when it says `None`).
+    pub fn new(compact: impl Fn(&K) -> Option<V> + Send + Sync + 'static) -> Self {
+        Self {
+            compact: Box::new(compact),
+            values: Relisted::new(),
+        }
+    }
+
+    /// Apply one event of the watch.
+    pub fn observe<E>(&self, event: &Result<watcher::Event<K>, E>) {
+        self.values.observe(event, Self::key_of, &self.compact);
+    }
+
     /// The value kept for `namespace/name`.
     pub fn get(&self, namespace: Option<&str>, name: &str) -> Option<V> {
         let key = match namespace {
             Some(namespace) => format!("{namespace}/{name}"),
             None => name.to_string(),
         };
-        let state = self
-            .state
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        state.current.get(key.as_str()).cloned()
+        self.values.read(|values| values.get(key.as_str()).cloned())
     }
 
     /// How many objects have a value.
     pub fn len(&self) -> usize {
-        self.state
-            .read()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-            .current
-            .len()
+        self.values.read(std::collections::HashMap::len)
     }
 
     /// Whether nothing is kept.
@@ -259,10 +313,8 @@ impl<K: Resource, V: Clone> CompactStore<K, V> {
     /// Wait until a full list is in the store (until then, absence proves nothing); a store that
     /// does not sync within `timeout` (RBAC short, API down) is a problem the caller retries.
     pub async fn ready(&self, what: &str, timeout: Duration) -> Result<(), Problem> {
-        let mut ready = self.ready.subscribe();
-        // The sender lives in `self`: the channel cannot close while we wait.
-        match tokio::time::timeout(timeout, ready.wait_for(|ready| *ready)).await {
-            Ok(_) => Ok(()),
+        match tokio::time::timeout(timeout, self.values.wait_until_ready()).await {
+            Ok(()) => Ok(()),
             Err(_) => Err(Problem::new(
                 Category::KubeApi,
                 format!(

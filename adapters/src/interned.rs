@@ -3,7 +3,8 @@
 //!
 //! At 10,000 cached objects each such string is an allocation per object, and an allocation costs
 //! its header and rounding besides its bytes: a source's caches were a dozen of them per object.
-//! [`Interned`] keeps one `Arc<str>` per distinct value. The set is bounded ([`INTERNED_MAX`]):
+//! [`Interned`] keeps one `Arc<str>` per distinct value. The set is bounded ([`INTERNED_MAX`]
+//! values of at most [`INTERNED_MAX_LEN`] bytes):
 //! some of these strings are written by whoever writes the object (a member's property names, an
 //! agent's condition messages), which is not ours to bound, so past the bound a new value is
 //! simply kept per object, as a `String` would be.
@@ -17,6 +18,10 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Distinct values kept shared at most.
 pub const INTERNED_MAX: usize = 4096;
+/// Longest value kept shared: what is shared is short (a condition type, a claim name), and the
+/// set outlives the objects, so a writer of long unique values (a condition message up to 32 KiB)
+/// must not pin them for the life of the process.
+pub const INTERNED_MAX_LEN: usize = 256;
 
 static SHARED: LazyLock<Interner> = LazyLock::new(|| Interner::new(INTERNED_MAX));
 
@@ -40,7 +45,7 @@ impl Interner {
             return kept.clone();
         }
         let value: Arc<str> = value.into();
-        if values.len() < self.max {
+        if values.len() < self.max && value.len() <= INTERNED_MAX_LEN {
             values.insert(value.clone());
         }
         value
@@ -164,5 +169,15 @@ mod tests {
             "what is in stays shared"
         );
         assert_eq!(interner.values.lock().unwrap().len(), 2);
+    }
+
+    #[test]
+    fn long_values_are_never_pinned_in_the_set() {
+        let interner = Interner::new(10);
+        let long = "m".repeat(INTERNED_MAX_LEN + 1);
+        let a = interner.get(&long);
+        assert_eq!(&*a, long.as_str());
+        assert!(!Arc::ptr_eq(&a, &interner.get(&long)));
+        assert!(interner.values.lock().unwrap().is_empty());
     }
 }

@@ -11,7 +11,7 @@
 //! would (see [`crate::apply::keep_own_apply_digests`]).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::Arc;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition, FieldsV1, ManagedFieldsEntry, Time,
@@ -20,10 +20,10 @@ use kube::ResourceExt;
 use kube::api::ObjectMeta;
 use kube::runtime::watcher;
 use serde_json::Value;
-use tokio::sync::watch;
 
 use super::{LABEL_SOURCE, is_ours, source_object_of};
 use crate::apply::{keep_own_apply_digests, keep_own_apply_records};
+use crate::cache::{Relisted, WatchedMap};
 use crate::interned::Interned;
 use crate::profile::{
     ClusterProfile, ClusterProfileStatus, LABEL_CLUSTER_MANAGER, LABEL_INVENTORY_MEMBER_ID,
@@ -61,15 +61,7 @@ pub(super) struct ProfileBook {
     source: &'static str,
     field_manager: String,
     version: ProfileVersion,
-    state: RwLock<State>,
-    ready: watch::Sender<bool>,
-}
-
-#[derive(Default)]
-struct State {
-    current: Profiles,
-    /// A relist in progress, swapped in when complete (readers never see half a list).
-    next: Option<Profiles>,
+    profiles: Relisted<Profiles>,
 }
 
 #[derive(Default)]
@@ -170,6 +162,19 @@ impl Profiles {
     }
 }
 
+impl WatchedMap for Profiles {
+    type Key = ProfileId;
+    type Value = Entry;
+
+    fn put(&mut self, id: ProfileId, entry: Entry) {
+        self.insert(id, entry);
+    }
+
+    fn forget(&mut self, id: &ProfileId) {
+        self.remove(id);
+    }
+}
+
 impl ProfileBook {
     /// An empty book for the adapter `source`, whose apply records are `field_manager`'s, of
     /// profiles served as `version`.
@@ -178,103 +183,73 @@ impl ProfileBook {
             source,
             field_manager: field_manager.to_string(),
             version,
-            state: RwLock::default(),
-            ready: watch::channel(false).0,
+            profiles: Relisted::new(),
         }
     }
 
     /// Apply one event of the profile watch.
     pub(super) fn observe<E>(&self, event: &Result<watcher::Event<ClusterProfile>, E>) {
-        let Ok(event) = event else {
-            return;
-        };
-        // Compacted outside the lock: readers wait for the swap only.
-        let entry = match event {
-            watcher::Event::Apply(profile) | watcher::Event::InitApply(profile) => {
-                Some((self.id_of(profile), self.compact(profile)))
-            }
-            _ => None,
-        };
-        let mut state = self.state.write().unwrap_or_else(PoisonError::into_inner);
-        match (event, entry) {
-            (watcher::Event::Apply(_), Some((id, entry))) => state.current.insert(id, entry),
-            (watcher::Event::InitApply(_), Some((id, entry))) => state
-                .next
-                .get_or_insert_with(Profiles::default)
-                .insert(id, entry),
-            (watcher::Event::Delete(profile), _) => state.current.remove(&self.id_of(profile)),
-            (watcher::Event::Init, _) => state.next = Some(Profiles::default()),
-            (watcher::Event::InitDone, _) => {
-                if let Some(next) = state.next.take() {
-                    state.current = next;
-                }
-                drop(state);
-                self.ready.send_replace(true);
-            }
-            _ => {}
-        }
+        self.profiles.observe(
+            event,
+            |profile| self.id_of(profile),
+            |profile| Some(self.compact(profile)),
+        );
     }
 
     /// Whether a full list is in the book (until then, absence proves nothing).
     pub(super) fn is_ready(&self) -> bool {
-        *self.ready.borrow()
+        self.profiles.is_ready()
     }
 
     /// Wait until a full list is in the book.
     pub(super) async fn wait_until_ready(&self) {
-        let mut ready = self.ready.subscribe();
-        // The sender lives in `self`: the channel cannot close while we wait.
-        let _ = ready.wait_for(|ready| *ready).await;
+        self.profiles.wait_until_ready().await;
     }
 
     /// Our profiles projected from the source object `key`.
     pub(super) fn ours_of(&self, key: &str) -> Vec<ClusterProfile> {
-        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let profiles = &state.current;
-        profiles
-            .by_source
-            .get(key)
-            .into_iter()
-            .flatten()
-            .filter_map(|id| self.rebuild(id, profiles.entries.get(id)?))
-            .collect()
+        self.profiles.read(|profiles| {
+            profiles
+                .by_source
+                .get(key)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.rebuild(id, profiles.entries.get(id)?))
+                .collect()
+        })
     }
 
     /// The profile `namespace/name`, if the hub has one.
     pub(super) fn get(&self, namespace: &str, name: &str) -> Option<Found> {
         let id: ProfileId = (namespace.into(), name.into());
-        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        match state.current.entries.get(&id)? {
-            Entry::Theirs { manager } => Some(Found::Theirs(manager.as_deref().map(Into::into))),
-            entry => self
-                .rebuild(&id, entry)
-                .map(|own| Found::Ours(Box::new(own))),
-        }
+        self.profiles
+            .read(|profiles| match profiles.entries.get(&id)? {
+                Entry::Theirs { manager } => {
+                    Some(Found::Theirs(manager.as_deref().map(Into::into)))
+                }
+                entry => self
+                    .rebuild(&id, entry)
+                    .map(|own| Found::Ours(Box::new(own))),
+            })
     }
 
     /// The source objects of our profiles, and the names of ours that name none.
     pub(super) fn sources(&self) -> (BTreeSet<String>, Vec<String>) {
-        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        let keys = state
-            .current
-            .by_source
-            .keys()
-            .map(|k| k.to_string())
-            .collect();
-        let untraced = state
-            .current
-            .entries
-            .iter()
-            .filter(|(_, entry)| entry.is_ours() && entry.source().is_none())
-            .map(|((namespace, name), _)| format!("{namespace}/{name}"))
-            .collect();
-        (keys, untraced)
+        self.profiles.read(|profiles| {
+            let keys = profiles.by_source.keys().map(|k| k.to_string()).collect();
+            let untraced = profiles
+                .entries
+                .iter()
+                .filter(|(_, entry)| entry.is_ours() && entry.source().is_none())
+                .map(|((namespace, name), _)| format!("{namespace}/{name}"))
+                .collect();
+            (keys, untraced)
+        })
     }
 
     /// How many profiles are ours (traced to a source object).
     pub(super) fn ours_count(&self) -> usize {
-        let state = self.state.read().unwrap_or_else(PoisonError::into_inner);
-        state.current.traced
+        self.profiles.read(|profiles| profiles.traced)
     }
 
     /// The book's entry for a profile as served.
