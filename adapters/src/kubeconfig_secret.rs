@@ -84,6 +84,17 @@ pub struct Endpoint {
     pub proxy_url: Option<String>,
 }
 
+/// What is worth keeping of a checked kubeconfig between member reads: where it points and the
+/// hash of its content, never its credentials (a client key or token per cluster would be most of
+/// a source's memory at fleet size; they are read again from the Secret when a member is read).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KubeconfigSummary {
+    /// Where the current context points.
+    pub endpoint: Endpoint,
+    /// [`SecretKubeconfig::fingerprint`].
+    pub fingerprint: String,
+}
+
 /// A checked kubeconfig from a Secret. `Debug` shows only the endpoint and the fingerprint.
 #[derive(Clone)]
 pub struct SecretKubeconfig {
@@ -208,6 +219,14 @@ impl SecretKubeconfig {
         &self.fingerprint
     }
 
+    /// Its endpoint and fingerprint, without the credentials.
+    pub fn into_summary(self) -> KubeconfigSummary {
+        KubeconfigSummary {
+            endpoint: self.endpoint,
+            fingerprint: self.fingerprint,
+        }
+    }
+
     /// A client for the member, with `timeout` for connecting and for each read.
     pub async fn client(&self, timeout: Duration) -> Result<kube::Client, KubeconfigSecretError> {
         // kube's errors here can quote the kubeconfig (PEM parsing): only a fixed phrase leaves.
@@ -267,6 +286,15 @@ mod tests {
         // The fingerprint follows the content.
         let other = parse(&kubeconfig("    token: other\n", "", CURRENT)).unwrap();
         assert_ne!(parsed.fingerprint(), other.fingerprint());
+        // The summary keeps where it points and the fingerprint, and no credential.
+        let fingerprint = parsed.fingerprint().to_string();
+        let endpoint = parsed.endpoint().clone();
+        let summary = parsed.into_summary();
+        assert_eq!(
+            (summary.endpoint.clone(), summary.fingerprint.clone()),
+            (endpoint, fingerprint)
+        );
+        assert!(!format!("{summary:?}").contains("s3cr3t"));
     }
 
     #[test]

@@ -20,7 +20,7 @@ use prometheus_client::metrics::family::Family;
 use tracing::debug;
 
 use crate::error::Category;
-use crate::kubeconfig_secret::SecretKubeconfig;
+use crate::kubeconfig_secret::{KubeconfigSecretError, SecretKubeconfig};
 use crate::runtime::Metrics;
 
 /// The About API (KEP-2149) `ClusterProperty` kind: cluster-scoped, `spec.value`.
@@ -48,6 +48,16 @@ pub struct MemberReadFailure {
     pub category: Category,
     /// Stable explanation.
     pub message: String,
+}
+
+impl MemberReadFailure {
+    /// The kubeconfig itself cannot be used.
+    pub fn kubeconfig(err: &KubeconfigSecretError) -> Self {
+        Self {
+            category: err.category(),
+            message: format!("the kubeconfig {err}"),
+        }
+    }
 }
 
 /// The outcome of [`MemberReader::read`].
@@ -134,9 +144,14 @@ impl MemberReader {
         }
     }
 
-    /// The member facts for `key`, reading the member with `kubeconfig` only when the cache is
-    /// stale, the backoff after a failure has elapsed, or the kubeconfig changed.
-    pub async fn read(&self, key: &str, kubeconfig: &SecretKubeconfig) -> MemberRead {
+    /// The member facts for `key`, reading the member only when the cache is stale, the backoff
+    /// after a failure has elapsed, or the kubeconfig's `fingerprint` changed. Only then is the
+    /// kubeconfig itself `load`ed: callers keep its summary, not its credentials.
+    pub async fn read<Load, Loading>(&self, key: &str, fingerprint: &str, load: Load) -> MemberRead
+    where
+        Load: FnOnce() -> Loading,
+        Loading: Future<Output = Result<SecretKubeconfig, MemberReadFailure>>,
+    {
         let now = Instant::now();
         let failures = {
             let Ok(mut entries) = self.entries.lock() else {
@@ -152,10 +167,10 @@ impl MemberReader {
                 last_used: now,
             });
             entry.last_used = now;
-            if entry.fingerprint != kubeconfig.fingerprint() {
+            if entry.fingerprint != fingerprint {
                 // Rotated (or new): read now. Facts stay until the new read says otherwise, so a
                 // rotation does not blank the profile.
-                entry.fingerprint = kubeconfig.fingerprint().to_string();
+                entry.fingerprint = fingerprint.to_string();
                 entry.failures = 0;
                 entry.next_read = now;
             }
@@ -169,12 +184,12 @@ impl MemberReader {
             entry.failures
         };
 
-        let outcome = match kubeconfig.client(self.settings.timeout).await {
-            Ok(client) => read_member(&client).await,
-            Err(err) => Err(MemberReadFailure {
-                category: err.category(),
-                message: format!("the kubeconfig {err}"),
-            }),
+        let outcome = match load().await {
+            Ok(kubeconfig) => match kubeconfig.client(self.settings.timeout).await {
+                Ok(client) => read_member(&client).await,
+                Err(err) => Err(MemberReadFailure::kubeconfig(&err)),
+            },
+            Err(failure) => Err(failure),
         };
         self.metrics
             .reads
@@ -298,6 +313,45 @@ pub fn classify(err: &kube::Error) -> MemberReadFailure {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn the_kubeconfig_is_loaded_only_when_a_read_is_due() {
+        let reader = MemberReader::new(
+            MemberReadSettings {
+                refresh: Duration::from_secs(300),
+                timeout: Duration::from_secs(1),
+            },
+            MemberReadMetrics::default(),
+        );
+        let loads = std::sync::atomic::AtomicUsize::new(0);
+        // A failing load (the Secret went away between the watch event and the read).
+        let read = |fingerprint: &'static str| {
+            reader.read("ns/web", fingerprint, || async {
+                loads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                Err(MemberReadFailure {
+                    category: Category::NotFound,
+                    message: "the kubeconfig Secret is gone".to_string(),
+                })
+            })
+        };
+        let loaded = || loads.load(std::sync::atomic::Ordering::SeqCst);
+
+        let first = read("a").await;
+        assert_eq!(loaded(), 1, "a new member is read at once");
+        assert_eq!(first.failure.map(|f| f.category), Some(Category::NotFound));
+        assert!(first.retry_in > Duration::ZERO);
+
+        let again = read("a").await;
+        assert_eq!(loaded(), 1, "within the backoff nothing is loaded");
+        assert_eq!(again.failure.map(|f| f.category), Some(Category::NotFound));
+
+        read("b").await;
+        assert_eq!(loaded(), 2, "a rotated kubeconfig is read at once");
+
+        reader.forget("ns/web");
+        read("b").await;
+        assert_eq!(loaded(), 3, "a forgotten member is read afresh");
+    }
 
     #[test]
     fn backoff_doubles_and_is_capped() {

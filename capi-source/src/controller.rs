@@ -7,8 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use adapters::cache::{CompactStore, watch_config};
-use adapters::kubeconfig_secret::{KubeconfigSecretError, SecretKubeconfig};
-use adapters::member_reads::{MemberReadMetrics, MemberReadSettings, MemberReader};
+use adapters::error::Category;
+use adapters::kubeconfig_secret::{KubeconfigSecretError, KubeconfigSummary, SecretKubeconfig};
+use adapters::member_reads::{
+    MemberReadFailure, MemberReadMetrics, MemberReadSettings, MemberReader,
+};
 use adapters::runtime::{LeaderContext, Metrics};
 use adapters::served_versions::{RefReader, wait_until_served};
 use adapters::source::{
@@ -44,8 +47,16 @@ const REF_TTL: Duration = Duration::from_secs(30);
 /// then, a Secret's absence proves nothing.
 const SECRETS_SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The one key read of a CAPI Secret (`None`: the Secret exists without it).
-type KeptKey = Option<Arc<[u8]>>;
+/// What is kept of a CAPI Secret between reconciles.
+#[derive(Clone, Debug)]
+enum KeptSecret {
+    /// `<cluster>-kubeconfig`, checked when it arrived: where it points and its fingerprint, or
+    /// what is wrong with it. Never its credentials: they are read from the hub again when the
+    /// member is (once per refresh interval).
+    Kubeconfig(Result<Arc<KubeconfigSummary>, KubeconfigSecretError>),
+    /// `tls.crt` of `<cluster>-ca`, base64 as published (`None`: the Secret exists without it).
+    Ca(Option<Arc<str>>),
+}
 
 /// capi-source's own flags (each falls back to the environment variable beside it).
 #[derive(Clone, Debug, clap::Args)]
@@ -143,7 +154,7 @@ pub struct CapiSource<C> {
     client: Client,
     watch_namespace: Option<String>,
     /// CAPI's Secrets, each as the one key read of it.
-    secrets: Arc<CompactStore<Secret, KeptKey>>,
+    secrets: Arc<CompactStore<Secret, KeptSecret>>,
     secret_watch_started: AtomicBool,
     members: MemberReader,
     refs: RefReader,
@@ -162,7 +173,7 @@ impl<C: CapiCluster> CapiSource<C> {
             name,
             config,
             watch_namespace: args.watch_namespace.clone(),
-            secrets: Arc::new(CompactStore::new(kept_key)),
+            secrets: Arc::new(CompactStore::new(kept_secret)),
             secret_watch_started: AtomicBool::new(false),
             members: MemberReader::new(
                 MemberReadSettings {
@@ -177,30 +188,79 @@ impl<C: CapiCluster> CapiSource<C> {
         }
     }
 
-    fn secret(&self, namespace: &str, name: &str) -> Option<KeptKey> {
+    fn secret(&self, namespace: &str, name: &str) -> Option<KeptSecret> {
         self.secrets.get(Some(namespace), name)
+    }
+
+    /// The kubeconfig of `cluster` in `namespace`, read from the hub for a member read. It must
+    /// still be the Secret the watch selects (Cluster API's type and cluster label): another
+    /// Secret that took its name is not trusted with a member's identity.
+    async fn load_kubeconfig(
+        &self,
+        namespace: &str,
+        cluster: &str,
+    ) -> Result<SecretKubeconfig, MemberReadFailure> {
+        let name = kubeconfig_secret_name(cluster);
+        let api: Api<Secret> = Api::namespaced(self.client.clone(), namespace);
+        let secret = api
+            .get_opt(&name)
+            .await
+            .map_err(|err| hub_read_failure(&name, &err))?;
+        let secret = secret
+            .filter(|secret| is_clusters_capi_secret(secret, cluster))
+            .ok_or_else(|| MemberReadFailure {
+                category: Category::NotFound,
+                message: format!(
+                    "the kubeconfig Secret {name:?} is gone or no longer Cluster API's (type {SECRET_TYPE}, label {LABEL_CLUSTER_NAME})"
+                ),
+            })?;
+        SecretKubeconfig::from_secret_data(secret.data.as_ref(), KUBECONFIG_KEY)
+            .map_err(|err| MemberReadFailure::kubeconfig(&err))
     }
 }
 
-/// What is kept of a CAPI Secret: `value` of `<cluster>-kubeconfig`, `tls.crt` of `<cluster>-ca`,
-/// nothing of the others. They carry private keys (CA, etcd, service-account signing) that have
-/// no business in this process's memory, and nothing else of a Secret is read.
-fn kept_key(secret: &Secret) -> Option<KeptKey> {
-    let name = secret.metadata.name.as_deref()?;
-    let key = if name.ends_with("-kubeconfig") {
-        KUBECONFIG_KEY
-    } else if name.ends_with("-ca") {
-        CA_KEY
-    } else {
-        return None;
+/// Whether `secret` is one the watch selects for `cluster`: Cluster API's type and its label.
+fn is_clusters_capi_secret(secret: &Secret, cluster: &str) -> bool {
+    secret.type_.as_deref() == Some(SECRET_TYPE)
+        && secret.labels().get(LABEL_CLUSTER_NAME).map(String::as_str) == Some(cluster)
+}
+
+/// Why a Secret could not be read from the hub, in words that carry no object content.
+fn hub_read_failure(name: &str, err: &kube::Error) -> MemberReadFailure {
+    let (category, why) = match err {
+        kube::Error::Api(status) if status.code == 403 => {
+            (Category::Forbidden, "forbidden (403)".to_string())
+        }
+        kube::Error::Api(status) => (Category::KubeApi, format!("answered {}", status.code)),
+        _ => (Category::KubeApi, "did not answer".to_string()),
     };
-    Some(
-        secret
-            .data
-            .as_ref()
-            .and_then(|data| data.get(key))
-            .map(|value| Arc::from(value.0.as_slice())),
-    )
+    MemberReadFailure {
+        category,
+        message: format!("cannot read the kubeconfig Secret {name:?}: the hub {why}"),
+    }
+}
+
+/// What is kept of a CAPI Secret: the checked `value` of `<cluster>-kubeconfig` without its
+/// credentials, `tls.crt` of `<cluster>-ca`, nothing of the others. They carry private keys (CA,
+/// etcd, service-account signing, the kubeconfig's client key) that have no business in this
+/// process's memory between reads, and nothing else of a Secret is read.
+fn kept_secret(secret: &Secret) -> Option<KeptSecret> {
+    let name = secret.metadata.name.as_deref()?;
+    let value = |key: &str| secret.data.as_ref().and_then(|data| data.get(key));
+    if name.ends_with("-kubeconfig") {
+        Some(KeptSecret::Kubeconfig(
+            value(KUBECONFIG_KEY)
+                .ok_or_else(|| KubeconfigSecretError::MissingKey(KUBECONFIG_KEY.to_string()))
+                .and_then(|bytes| SecretKubeconfig::parse(&bytes.0))
+                .map(|kubeconfig| Arc::new(kubeconfig.into_summary())),
+        ))
+    } else if name.ends_with("-ca") {
+        Some(KeptSecret::Ca(
+            value(CA_KEY).map(|ca| Arc::from(BASE64.encode(&ca.0))),
+        ))
+    } else {
+        None
+    }
 }
 
 impl<C: CapiCluster> Source for CapiSource<C> {
@@ -261,30 +321,28 @@ impl<C: CapiCluster> Source for CapiSource<C> {
             .ready("CAPI Secrets", SECRETS_SYNC_TIMEOUT)
             .await?;
         let mut observations = Observations::default();
-        let mut parsed = None;
-        if let Some(kept) = self.secret(&model.namespace, &kubeconfig_secret_name(&model.name)) {
-            let parsed_key = kept
-                .as_deref()
-                .ok_or_else(|| KubeconfigSecretError::MissingKey(KUBECONFIG_KEY.to_string()))
-                .and_then(SecretKubeconfig::parse);
-            match parsed_key {
-                Ok(kubeconfig) => {
-                    observations.kubeconfig = KubeconfigState::Valid(kubeconfig.endpoint().clone());
-                    parsed = Some(kubeconfig);
-                }
-                Err(err) => observations.kubeconfig = KubeconfigState::Invalid(err.to_string()),
+        let kubeconfig = match self.secret(&model.namespace, &kubeconfig_secret_name(&model.name)) {
+            Some(KeptSecret::Kubeconfig(Ok(summary))) => Some(summary),
+            Some(KeptSecret::Kubeconfig(Err(err))) => {
+                observations.kubeconfig = KubeconfigState::Invalid(err.to_string());
+                None
             }
-        }
-        match &parsed {
-            Some(kubeconfig) => {
-                observations.member = Some(self.members.read(&key, kubeconfig).await);
+            _ => None,
+        };
+        match kubeconfig {
+            Some(summary) => {
+                observations.kubeconfig = KubeconfigState::Valid(summary.endpoint.clone());
+                let load = || self.load_kubeconfig(&model.namespace, &model.name);
+                observations.member =
+                    Some(self.members.read(&key, &summary.fingerprint, load).await);
             }
             None => self.members.forget(&key),
         }
-        observations.cluster_ca = self
-            .secret(&model.namespace, &ca_secret_name(&model.name))
-            .flatten()
-            .map(|ca| BASE64.encode(&ca));
+        observations.cluster_ca = match self.secret(&model.namespace, &ca_secret_name(&model.name))
+        {
+            Some(KeptSecret::Ca(Some(ca))) => Some(ca.to_string()),
+            _ => None,
+        };
         if model.control_plane_versions.is_empty()
             && let Some(reference) = &model.control_plane_ref
         {
@@ -461,6 +519,34 @@ mod tests {
     }
 
     #[test]
+    fn a_member_read_trusts_only_the_clusters_capi_secret() {
+        let secret = |type_: Option<&str>, cluster: Option<&str>| Secret {
+            metadata: kube::api::ObjectMeta {
+                name: Some("web-kubeconfig".into()),
+                labels: cluster.map(|c| [(LABEL_CLUSTER_NAME.to_string(), c.to_string())].into()),
+                ..Default::default()
+            },
+            type_: type_.map(str::to_string),
+            ..Secret::default()
+        };
+        assert!(is_clusters_capi_secret(
+            &secret(Some(SECRET_TYPE), Some("web")),
+            "web"
+        ));
+        for (type_, cluster, why) in [
+            (Some("Opaque"), Some("web"), "another type took the name"),
+            (Some(SECRET_TYPE), None, "no cluster label"),
+            (Some(SECRET_TYPE), Some("db"), "another cluster's"),
+            (None, Some("web"), "no type"),
+        ] {
+            assert!(
+                !is_clusters_capi_secret(&secret(type_, cluster), "web"),
+                "{why}"
+            );
+        }
+    }
+
+    #[test]
     fn only_the_needed_secret_keys_are_kept() {
         use k8s_openapi::ByteString;
         let secret = |name: &str, keys: &[&str]| Secret {
@@ -483,20 +569,32 @@ mod tests {
             ),
             ..Secret::default()
         };
-        let kept = |secret: &Secret| kept_key(secret).map(|key| key.map(|k| k.to_vec()));
-        assert_eq!(
-            kept(&secret("web-kubeconfig", &["value", "other"])),
-            Some(Some(b"value".to_vec()))
+        let kubeconfig = "apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: https://10.0.0.1:6443\ncontexts:\n- name: ctx\n  context:\n    cluster: c\n    user: u\ncurrent-context: ctx\nusers:\n- name: u\n  user:\n    token: s3cr3t-t0ken\n";
+        let kept = |secret: &Secret| kept_secret(secret).map(|kept| format!("{kept:?}"));
+        let mut with_kubeconfig = secret("web-kubeconfig", &["other"]);
+        if let Some(data) = with_kubeconfig.data.as_mut() {
+            data.insert("value".into(), ByteString(kubeconfig.as_bytes().to_vec()));
+        }
+        let summary = kept(&with_kubeconfig).unwrap_or_default();
+        assert!(summary.contains("https://10.0.0.1:6443"), "{summary}");
+        assert!(
+            !summary.contains("s3cr3t") && !summary.contains("other"),
+            "never the kubeconfig's credentials nor other keys: {summary}"
         );
         assert_eq!(
             kept(&secret("web-ca", &["tls.crt", "tls.key"])),
-            Some(Some(b"tls.crt".to_vec())),
+            Some(format!("Ca(Some({:?}))", BASE64.encode("tls.crt"))),
             "never the CA's private key"
         );
         assert_eq!(
             kept(&secret("web-kubeconfig", &["other"])),
-            Some(None),
+            Some("Kubeconfig(Err(MissingKey(\"value\")))".to_string()),
             "a kubeconfig Secret without its key is known to exist (and reported as such)"
+        );
+        assert!(
+            kept(&secret("web-kubeconfig", &["value"]))
+                .is_some_and(|kept| kept.contains("Err(NotYaml)")),
+            "a kubeconfig that is not one is known as such"
         );
         assert_eq!(kept(&secret("web-etcd", &["tls.crt", "tls.key"])), None);
         assert_eq!(kept(&secret("web-sa", &["tls.key"])), None);

@@ -1940,7 +1940,8 @@ async fn capi_source_chart_installs_and_runs_with_only_its_rbac() {
         .await
         .unwrap();
 
-    // Minimality: Secrets of the watch namespace only (list/watch, never get), no writes there.
+    // Minimality: Secrets of the watch namespace only (get/list/watch: a member read fetches
+    // the kubeconfig by name), no writes there.
     assert_access(
         &client,
         "capi-source",
@@ -1953,8 +1954,9 @@ async fn capi_source_chart_installs_and_runs_with_only_its_rbac() {
                 "secrets",
                 Some("capi-clusters"),
                 Some("web-kubeconfig"),
-                false,
+                true,
             ),
+            ("get", "", "secrets", Some("fleet"), Some("any"), false),
             ("list", "", "secrets", None, None, false),
             ("list", "", "secrets", Some("elsewhere"), None, false),
             ("list", "", "secrets", Some("fleet"), None, false),
