@@ -184,13 +184,15 @@ impl MemberReader {
             entry.failures
         };
 
-        let outcome = match load().await {
-            Ok(kubeconfig) => match kubeconfig.client(self.settings.timeout).await {
-                Ok(client) => read_member(&client).await,
-                Err(err) => Err(MemberReadFailure::kubeconfig(&err)),
-            },
-            Err(failure) => Err(failure),
-        };
+        let outcome = async {
+            let client = load()
+                .await?
+                .client(self.settings.timeout)
+                .await
+                .map_err(|err| MemberReadFailure::kubeconfig(&err))?;
+            read_member(&client).await
+        }
+        .await;
         self.metrics
             .reads
             .get_or_create(&ReadLabels {

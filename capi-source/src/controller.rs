@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use adapters::cache::{CompactStore, watch_config};
-use adapters::error::Category;
+use adapters::error::{Category, kube_category};
 use adapters::kubeconfig_secret::{KubeconfigSecretError, KubeconfigSummary, SecretKubeconfig};
 use adapters::member_reads::{
     MemberReadFailure, MemberReadMetrics, MemberReadSettings, MemberReader,
@@ -193,7 +193,7 @@ impl<C: CapiCluster> CapiSource<C> {
     }
 
     /// The kubeconfig of `cluster` in `namespace`, read from the hub for a member read. It must
-    /// still be the Secret the watch selects (Cluster API's type and cluster label): another
+    /// still be Cluster API's (its Secret type, and this cluster's name in its label): another
     /// Secret that took its name is not trusted with a member's identity.
     async fn load_kubeconfig(
         &self,
@@ -227,15 +227,12 @@ fn is_clusters_capi_secret(secret: &Secret, cluster: &str) -> bool {
 
 /// Why a Secret could not be read from the hub, in words that carry no object content.
 fn hub_read_failure(name: &str, err: &kube::Error) -> MemberReadFailure {
-    let (category, why) = match err {
-        kube::Error::Api(status) if status.code == 403 => {
-            (Category::Forbidden, "forbidden (403)".to_string())
-        }
-        kube::Error::Api(status) => (Category::KubeApi, format!("answered {}", status.code)),
-        _ => (Category::KubeApi, "did not answer".to_string()),
+    let why = match err {
+        kube::Error::Api(status) => format!("answered {}", status.code),
+        _ => "did not answer".to_string(),
     };
     MemberReadFailure {
-        category,
+        category: kube_category(err),
         message: format!("cannot read the kubeconfig Secret {name:?}: the hub {why}"),
     }
 }
