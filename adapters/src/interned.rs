@@ -9,11 +9,12 @@
 //! agent's condition messages), which is not ours to bound, so past the bound a new value is
 //! simply kept per object, as a `String` would be.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::ops::Deref;
 use std::sync::{Arc, LazyLock, Mutex, PoisonError};
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// Distinct values kept shared at most.
@@ -132,6 +133,63 @@ impl<'de> Deserialize<'de> for Interned {
     }
 }
 
+/// An object's labels as one sorted slice of interned pairs, for objects a cache holds for as
+/// long as they exist: a `BTreeMap<String, String>` costs a whole B-tree node (~0.5 KiB) and two
+/// allocations per label, where most keys and many values repeat across the fleet.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct InternedLabels(Box<[(Interned, Interned)]>);
+
+impl InternedLabels {
+    /// The pairs of `labels` that `keep` accepts (by key).
+    fn kept<'a>(
+        labels: impl IntoIterator<Item = (&'a String, &'a String)>,
+        keep: impl Fn(&str) -> bool,
+    ) -> Self {
+        let mut pairs: Vec<_> = labels
+            .into_iter()
+            .filter(|(key, _)| keep(key))
+            .map(|(key, value)| (Interned::new(key), Interned::new(value)))
+            .collect();
+        // `get` searches by key (a map's order is sorted already; any other input is not).
+        pairs.sort_by(|a, b| a.0.cmp(&b.0));
+        Self(pairs.into_boxed_slice())
+    }
+
+    /// Move `metadata`'s labels that `keep` accepts into a compact copy (dropping the others
+    /// with the map), for an object entering a cache; with no labels there, `self` is left as is.
+    pub fn take_from(&mut self, metadata: &mut ObjectMeta, keep: impl Fn(&str) -> bool) {
+        if let Some(labels) = metadata.labels.take() {
+            *self = Self::kept(&labels, keep);
+        }
+    }
+
+    /// Every label of an object: those still in its `metadata` (one that never entered a cache)
+    /// and these.
+    pub fn with_metadata(&self, metadata: &ObjectMeta) -> BTreeMap<String, String> {
+        let mut labels = metadata.labels.clone().unwrap_or_default();
+        labels.extend(self.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        labels
+    }
+
+    /// The value of `key`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.0
+            .binary_search_by(|(k, _)| k.as_str().cmp(key))
+            .ok()
+            .map(|i| self.0[i].1.as_str())
+    }
+
+    /// The pairs, sorted by key.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -179,5 +237,56 @@ mod tests {
         assert_eq!(&*a, long.as_str());
         assert!(!Arc::ptr_eq(&a, &interner.get(&long)));
         assert!(interner.values.lock().unwrap().is_empty());
+    }
+
+    #[test]
+    fn interned_labels_keep_what_is_asked_sorted_and_shared() {
+        let labels = std::collections::BTreeMap::from([
+            ("zone".to_string(), "a".to_string()),
+            ("env".to_string(), "prod".to_string()),
+            ("drop/me".to_string(), "x".to_string()),
+        ]);
+        let kept = InternedLabels::kept(&labels, |key| !key.starts_with("drop/"));
+        assert_eq!(
+            kept.iter().collect::<Vec<_>>(),
+            [("env", "prod"), ("zone", "a")]
+        );
+        assert_eq!(kept.get("env"), Some("prod"));
+        assert_eq!(kept.get("zone"), Some("a"));
+        assert_eq!(kept.get("drop/me"), None, "not kept");
+        assert_eq!(kept.get("absent"), None);
+        let again = InternedLabels::kept(&labels, |_| true);
+        assert!(
+            Arc::ptr_eq(&kept.0[0].1.0, &again.0[1].1.0),
+            "values shared"
+        );
+        assert!(InternedLabels::default().is_empty());
+    }
+
+    #[test]
+    fn labels_taken_from_metadata_read_back_whole() {
+        let labels = std::collections::BTreeMap::from([
+            ("env".to_string(), "prod".to_string()),
+            ("drop/me".to_string(), "x".to_string()),
+        ]);
+        let mut metadata = ObjectMeta {
+            labels: Some(labels.clone()),
+            ..ObjectMeta::default()
+        };
+        let mut kept = InternedLabels::default();
+        assert_eq!(
+            kept.with_metadata(&metadata),
+            labels,
+            "untrimmed: the metadata's"
+        );
+        kept.take_from(&mut metadata, |key| key != "drop/me");
+        assert_eq!(metadata.labels, None);
+        assert_eq!(
+            kept.with_metadata(&metadata),
+            BTreeMap::from([("env".to_string(), "prod".to_string())])
+        );
+        // Taking again from metadata without labels keeps what was taken.
+        kept.take_from(&mut metadata, |_| true);
+        assert_eq!(kept.get("env"), Some("prod"));
     }
 }

@@ -8,6 +8,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
+use adapters::interned::InternedLabels;
 use adapters::served_versions::KindRef;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -121,6 +122,9 @@ pub mod v1beta2 {
         /// Metadata.
         #[serde(default)]
         pub metadata: ObjectMeta,
+        /// The labels a projection reads, moved out of `metadata` by [`CapiCluster::trim`].
+        #[serde(skip)]
+        pub kept_labels: InternedLabels,
         /// Spec.
         #[serde(default)]
         pub spec: ClusterSpec,
@@ -221,6 +225,9 @@ pub mod v1beta1 {
         /// Metadata.
         #[serde(default)]
         pub metadata: ObjectMeta,
+        /// The labels a projection reads, moved out of `metadata` by [`CapiCluster::trim`].
+        #[serde(skip)]
+        pub kept_labels: InternedLabels,
         /// Spec.
         #[serde(default)]
         pub spec: ClusterSpec,
@@ -356,12 +363,18 @@ pub trait CapiCluster:
 
     /// Drop what [`CapiCluster::model`] never reads, as the object enters the cache (which holds
     /// it for as long as it exists): annotations but the paused one, finalizers, owner
-    /// references, and conditions of other types.
-    fn trim(&mut self);
+    /// references, conditions of other types, and labels `reads_label` refuses; the labels
+    /// left are kept as [`InternedLabels`].
+    fn trim(&mut self, reads_label: &dyn Fn(&str) -> bool);
 }
 
-/// Metadata [`common`] does not read.
-fn trim_metadata(metadata: &mut ObjectMeta) {
+/// Metadata [`common`] does not read; the labels it does, into `kept_labels`.
+fn trim_metadata(
+    metadata: &mut ObjectMeta,
+    kept_labels: &mut InternedLabels,
+    reads_label: &dyn Fn(&str) -> bool,
+) {
+    kept_labels.take_from(metadata, reads_label);
     metadata.finalizers = None;
     metadata.owner_references = None;
     metadata.generate_name = None;
@@ -380,8 +393,12 @@ fn keep_conditions(conditions: &mut Vec<CapiCondition>, types: &[&str]) {
     conditions.shrink_to_fit();
 }
 
-fn common(metadata: &ObjectMeta, paused: Option<bool>) -> ClusterModel {
-    let labels = metadata.labels.clone().unwrap_or_default();
+fn common(
+    metadata: &ObjectMeta,
+    kept_labels: &InternedLabels,
+    paused: Option<bool>,
+) -> ClusterModel {
+    let labels = kept_labels.with_metadata(metadata);
     let paused_annotation = metadata
         .annotations
         .as_ref()
@@ -420,8 +437,8 @@ fn non_empty(value: Option<&String>) -> Option<String> {
 }
 
 impl CapiCluster for v1beta2::Cluster {
-    fn trim(&mut self) {
-        trim_metadata(&mut self.metadata);
+    fn trim(&mut self, reads_label: &dyn Fn(&str) -> bool) {
+        trim_metadata(&mut self.metadata, &mut self.kept_labels, reads_label);
         if let Some(status) = self.status.as_mut() {
             keep_conditions(
                 &mut status.conditions,
@@ -431,7 +448,7 @@ impl CapiCluster for v1beta2::Cluster {
     }
 
     fn model(&self) -> ClusterModel {
-        let mut model = common(&self.metadata, self.spec.paused);
+        let mut model = common(&self.metadata, &self.kept_labels, self.spec.paused);
         let status = self.status.clone().unwrap_or_default();
         model.control_plane_endpoint = endpoint(self.spec.control_plane_endpoint.as_ref());
         if let Some(topology) = &self.spec.topology {
@@ -474,8 +491,8 @@ impl CapiCluster for v1beta2::Cluster {
 }
 
 impl CapiCluster for v1beta1::Cluster {
-    fn trim(&mut self) {
-        trim_metadata(&mut self.metadata);
+    fn trim(&mut self, reads_label: &dyn Fn(&str) -> bool) {
+        trim_metadata(&mut self.metadata, &mut self.kept_labels, reads_label);
         if let Some(status) = self.status.as_mut() {
             keep_conditions(&mut status.conditions, &["ControlPlaneReady"]);
             if let Some(view) = status.v1beta2.as_mut() {
@@ -488,7 +505,7 @@ impl CapiCluster for v1beta1::Cluster {
     }
 
     fn model(&self) -> ClusterModel {
-        let mut model = common(&self.metadata, self.spec.paused);
+        let mut model = common(&self.metadata, &self.kept_labels, self.spec.paused);
         let status = self.status.clone().unwrap_or_default();
         let view = status.v1beta2.clone().unwrap_or_default();
         model.control_plane_endpoint = endpoint(self.spec.control_plane_endpoint.as_ref());
@@ -686,8 +703,10 @@ mod tests {
             }))
             .unwrap();
             let before = v1beta2.model();
-            v1beta2.trim();
+            v1beta2.trim(&|_| true);
             assert_eq!(v1beta2.model(), before);
+            assert!(v1beta2.metadata.labels.is_none(), "moved to kept_labels");
+            assert_eq!(v1beta2.kept_labels.get("env"), Some("prod"));
             assert_eq!(v1beta2.status.as_ref().unwrap().conditions.len(), 2);
             assert!(v1beta2.metadata.finalizers.is_none());
             assert!(v1beta2.metadata.owner_references.is_none());
@@ -703,10 +722,24 @@ mod tests {
                 }))
                 .unwrap();
                 let before = v1beta1.model();
-                v1beta1.trim();
+                v1beta1.trim(&|_| true);
                 assert_eq!(v1beta1.model(), before, "paused {paused}, view {view}");
                 assert_eq!(v1beta1.status.as_ref().unwrap().conditions.len(), 1);
             }
         }
+    }
+
+    #[test]
+    fn trimming_keeps_only_the_labels_asked_for() {
+        let mut cluster: v1beta2::Cluster = serde_json::from_value(json!({
+            "metadata": {"name": "web", "namespace": "team-a",
+                         "labels": {"env": "prod", "cluster.x-k8s.io/cluster-name": "web"}}
+        }))
+        .unwrap();
+        cluster.trim(&|key| !key.starts_with("cluster.x-k8s.io/"));
+        assert_eq!(
+            cluster.model().labels,
+            BTreeMap::from([("env".to_string(), "prod".to_string())])
+        );
     }
 }

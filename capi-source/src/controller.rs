@@ -273,7 +273,7 @@ impl<C: CapiCluster> Source for CapiSource<C> {
     }
 
     fn trim(&self, cluster: &mut C) {
-        cluster.trim();
+        cluster.trim(&|key| self.config.reads_label(key));
     }
 
     fn native_api(&self, client: Client, namespace: Option<&str>) -> Api<C> {

@@ -98,6 +98,21 @@ pub struct ProjectionConfig {
 }
 
 impl ProjectionConfig {
+    /// Whether a Cluster's label `key` is copied onto its profile (when valid there).
+    pub fn copies_label(&self, key: &str) -> bool {
+        !reserved_label(key)
+            && !self
+                .excluded_label_prefixes
+                .iter()
+                .any(|prefix| !prefix.is_empty() && key.starts_with(prefix.as_str()))
+    }
+
+    /// Whether [`project`] reads a Cluster's label `key` at all: copied, or a topology label
+    /// published as a property (see [`crate::cluster::CapiCluster::trim`]).
+    pub fn reads_label(&self, key: &str) -> bool {
+        self.copies_label(key) || TOPOLOGY_LABELS.contains(&key)
+    }
+
     /// Defaults, with profiles in `inventory_namespace`.
     pub fn new(inventory_namespace: &str) -> Self {
         Self {
@@ -219,12 +234,7 @@ pub fn project(
     // Labels.
     let mut labels = BTreeMap::new();
     for (k, v) in &model.labels {
-        if reserved_label(k)
-            || config
-                .excluded_label_prefixes
-                .iter()
-                .any(|p| !p.is_empty() && k.starts_with(p.as_str()))
-        {
+        if !config.copies_label(k) {
             continue;
         }
         if is_valid_label_key(k) && is_valid_label_value(v) {
@@ -1049,5 +1059,68 @@ mod tests {
         .unwrap();
         assert_eq!(status_of(&first), status_of(&again));
         assert_eq!(first.problems, again.problems);
+    }
+
+    /// The cache trims each Cluster with [`ProjectionConfig::reads_label`]: whatever the
+    /// configuration, the trimmed Cluster projects exactly as the whole one (labels copied,
+    /// topology properties, the problems of invalid labels).
+    #[test]
+    fn trimming_a_cached_cluster_never_changes_its_projection() {
+        use crate::cluster::{CapiCluster, v1beta2};
+        let cluster: v1beta2::Cluster = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "web", "namespace": "team-a", "labels": {
+                "env": "prod",
+                "bad": "not a valid value!",
+                "cluster.x-k8s.io/cluster-name": "web",
+                "topology.cluster.x-k8s.io/owned": "",
+                "topology.kubernetes.io/region": "eu-west",
+                "topology.kubernetes.io/zone": "eu-west-1a",
+                (LABEL_CLUSTER_MANAGER): "spoofed",
+            }},
+            "spec": {"topology": {"classRef": {"name": "quick-start"}, "version": "v1.36.3"}}
+        }))
+        .unwrap();
+        let mut excluding_topology = ProjectionConfig::new("inventory");
+        excluding_topology.excluded_label_prefixes = vec!["topology.kubernetes.io/".into()];
+        let mut copying_all = ProjectionConfig::new("inventory");
+        copying_all.excluded_label_prefixes.clear();
+        for config in [
+            ProjectionConfig::new("inventory"),
+            excluding_topology,
+            copying_all,
+        ] {
+            let projected = |cluster: &v1beta2::Cluster| {
+                let projection = project(
+                    &cluster.model(),
+                    &observed(),
+                    &config,
+                    &ClusterProfileStatus::default(),
+                    &BTreeMap::new(),
+                    &t0(),
+                )
+                .unwrap();
+                format!("{projection:?}")
+            };
+            let mut trimmed = cluster.clone();
+            trimmed.trim(&|key| config.reads_label(key));
+            assert_eq!(projected(&trimmed), projected(&cluster), "{config:?}");
+        }
+        // The default configuration keeps neither Cluster API's own labels nor reserved ones.
+        let mut trimmed = cluster;
+        let config = ProjectionConfig::new("inventory");
+        trimmed.trim(&|key| config.reads_label(key));
+        assert_eq!(
+            trimmed
+                .kept_labels
+                .iter()
+                .map(|(k, _)| k)
+                .collect::<Vec<_>>(),
+            [
+                "bad",
+                "env",
+                "topology.kubernetes.io/region",
+                "topology.kubernetes.io/zone"
+            ]
+        );
     }
 }

@@ -113,10 +113,10 @@ pub fn inventories(
     sets: &[Arc<ManagedClusterSet>],
     bindings: &[Arc<ManagedClusterSetBinding>],
 ) -> BTreeSet<String> {
-    let labels = cluster.labels();
+    let labels = cluster.all_labels();
     let selecting: BTreeSet<String> = sets
         .iter()
-        .filter(|set| set.metadata.deletion_timestamp.is_none() && set_selects(set, labels))
+        .filter(|set| set.metadata.deletion_timestamp.is_none() && set_selects(set, &labels))
         .map(|set| set.name_any())
         .collect();
     bindings
@@ -152,9 +152,12 @@ fn set_selects(set: &ManagedClusterSet, labels: &BTreeMap<String, String>) -> bo
 }
 
 /// Drop from a ManagedCluster what [`project`] never reads (see `Source::trim`): it reads the
-/// labels, the deletion mark, the spec and, of the status, two condition types, the version and
-/// the claims.
+/// labels (all of them: a set's selector may name any; kept as [`InternedLabels`]), the deletion
+/// mark, the spec and, of the status, two condition types, the version and the claims.
 pub fn trim(cluster: &mut ManagedCluster) {
+    cluster
+        .kept_labels
+        .take_from(&mut cluster.metadata, |_| true);
     let meta = &mut cluster.metadata;
     meta.annotations = None;
     meta.finalizers = None;
@@ -285,7 +288,7 @@ fn labels(
     problems: &mut Vec<Problem>,
 ) -> BTreeMap<String, String> {
     let name = cluster.name_any();
-    let own = cluster.labels();
+    let own = cluster.all_labels();
     let mut labels: BTreeMap<String, String> = own
         .iter()
         .filter(|(key, _)| {

@@ -5,9 +5,13 @@
 //! A top-level `spec` is not required by the upstream CRDs, so the spec types deserialize from an
 //! absent `spec` too (through `Option`), instead of failing the whole list.
 
-use adapters::interned::Interned;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use kube::CustomResource;
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use adapters::interned::{Interned, InternedLabels};
+use k8s_openapi::ClusterResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
+use kube::{CustomResource, Resource};
 use serde::{Deserialize, Serialize};
 
 /// Label putting a ManagedCluster into a ManagedClusterSet (exclusive set membership).
@@ -23,18 +27,59 @@ pub const SELECTOR_EXCLUSIVE: &str = "ExclusiveClusterSetLabel";
 /// ManagedClusterSet selector type: a label selector.
 pub const SELECTOR_LABEL: &str = "LabelSelector";
 
-/// `cluster.open-cluster-management.io/v1` ManagedCluster spec (cluster-scoped kind).
-#[derive(CustomResource, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
-#[kube(
-    group = "cluster.open-cluster-management.io",
-    version = "v1",
-    kind = "ManagedCluster",
-    plural = "managedclusters",
-    status = "ManagedClusterStatus",
-    schema = "disabled",
-    derive = "Default",
-    derive = "PartialEq"
-)]
+/// `cluster.open-cluster-management.io/v1` ManagedCluster (cluster-scoped). `Resource` is
+/// implemented by hand so the cache can keep its labels compactly beside its metadata.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+pub struct ManagedCluster {
+    /// Metadata.
+    #[serde(default)]
+    pub metadata: ObjectMeta,
+    /// Spec.
+    #[serde(default)]
+    pub spec: ManagedClusterSpec,
+    /// Status, as the registration agent reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<ManagedClusterStatus>,
+    /// The labels, moved out of `metadata` when the cache trims the cluster
+    /// (see `project::trim`).
+    #[serde(skip)]
+    pub kept_labels: InternedLabels,
+}
+
+impl ManagedCluster {
+    /// Every label, wherever it is kept (the metadata of a whole object, `kept_labels` of a
+    /// trimmed one).
+    pub fn all_labels(&self) -> BTreeMap<String, String> {
+        self.kept_labels.with_metadata(&self.metadata)
+    }
+}
+
+impl Resource for ManagedCluster {
+    type DynamicType = ();
+    type Scope = ClusterResourceScope;
+
+    fn kind(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("ManagedCluster")
+    }
+    fn group(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("cluster.open-cluster-management.io")
+    }
+    fn version(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("v1")
+    }
+    fn plural(_: &()) -> Cow<'_, str> {
+        Cow::Borrowed("managedclusters")
+    }
+    fn meta(&self) -> &ObjectMeta {
+        &self.metadata
+    }
+    fn meta_mut(&mut self) -> &mut ObjectMeta {
+        &mut self.metadata
+    }
+}
+
+/// ManagedCluster spec.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(from = "Option<ManagedClusterSpecFields>")]
 pub struct ManagedClusterSpec {
     /// The hub has accepted the cluster's agent.

@@ -71,6 +71,7 @@ fn cluster(name: &str, labels: &[(&str, &str)]) -> ManagedCluster {
                 },
             ],
         }),
+        kept_labels: Default::default(),
     }
 }
 
@@ -784,6 +785,21 @@ fn trimming_a_cached_cluster_never_changes_its_projection() {
     trim(&mut trimmed);
     assert!(trimmed.metadata.annotations.is_none() && trimmed.metadata.finalizers.is_none());
     assert_eq!(trimmed.status.as_ref().unwrap().conditions.len(), 2);
+    // The labels move to the compact copy, and sets still select the cluster by any of them.
+    assert!(trimmed.metadata.labels.is_none());
+    assert_eq!(trimmed.all_labels(), full.all_labels());
+    let sets = vec![
+        set("blue", exclusive()),
+        set("prod", by_labels(Some(&[("env", "prod")]))),
+    ];
+    let bindings = vec![
+        binding("team-blue", "blue", "blue", "True"),
+        binding("team-prod", "prod", "prod", "True"),
+    ];
+    assert_eq!(
+        inventories(&trimmed, &sets, &bindings),
+        BTreeSet::from(["team-blue".to_string(), "team-prod".to_string()])
+    );
     for available in ["True", "False"] {
         let mut full = full.clone();
         full.status.as_mut().unwrap().conditions[2].status = available.into();
