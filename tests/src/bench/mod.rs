@@ -24,6 +24,40 @@ use phases::{Settings, measure};
 pub use report::Report;
 use sinks::{SinkKind, SinkScenario};
 
+/// Tries of a bench request that fails in transport (see [`retry_transport`]).
+const TRANSPORT_TRIES: u32 = 3;
+
+/// Run `attempt` again (up to [`TRANSPORT_TRIES`] tries, a second apart) while it fails in
+/// transport: under a 10,000-object load the loopback apiservers now and then drop a connection
+/// ("error reading a body from connection"), which says nothing about the adapter measured and
+/// must not end a run of half an hour. An answer from the API (a status) is never retried, nor
+/// is any error that is not the client's.
+pub(crate) async fn retry_transport<T, F, Fut>(what: &str, attempt: F) -> Result<T>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let mut tries = 1;
+    loop {
+        match attempt().await {
+            Err(err) if tries < TRANSPORT_TRIES && is_transport(err.as_ref()) => {
+                eprintln!("bench: {what}: {err}; trying again");
+                tries += 1;
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+            outcome => return outcome,
+        }
+    }
+}
+
+/// Whether `err` is a kube client error other than an API answer.
+fn is_transport(err: &(dyn std::error::Error + 'static)) -> bool {
+    matches!(
+        err.downcast_ref::<kube::Error>(),
+        Some(kube::Error::HyperError(_) | kube::Error::Service(_))
+    )
+}
+
 /// The adapters the bench knows, in the order it runs them.
 pub const ADAPTERS: &[&str] = &[
     "ocm-source",

@@ -24,9 +24,9 @@ use kube::api::{Api, DeleteParams, DynamicObject, ListParams, Patch, PatchParams
 use kube::core::{ApiResource, GroupVersionKind};
 use serde_json::{Value, json};
 
-use super::Member;
 use super::observe::{Check, Expect};
 use super::phases::Scenario;
+use super::{Member, retry_transport};
 use crate::{Result, ensure_namespace};
 
 /// Requests in flight while the bench writes inputs.
@@ -149,7 +149,10 @@ where
 /// Count the profiles in `namespace` that pass `check`.
 async fn verify_profiles(hub: &kube::Client, namespace: &str, check: &Check) -> Result<usize> {
     let api: Api<DynamicObject> = Api::namespaced_with(hub.clone(), namespace, &profile_resource());
-    let list = api.list(&ListParams::default()).await?;
+    let list = retry_transport("list profiles", || async {
+        Ok(api.list(&ListParams::default()).await?)
+    })
+    .await?;
     Ok(list
         .items
         .iter()
@@ -174,7 +177,11 @@ async fn source_floor(
     let resource = profile_resource();
     let source: Api<DynamicObject> = Api::namespaced_with(hub.clone(), inventory, &resource);
     let target: Api<DynamicObject> = Api::namespaced_with(hub.clone(), floor, &resource);
-    let profiles = source.list(&ListParams::default()).await?.items;
+    let profiles = retry_transport("list profiles for the floor", || async {
+        Ok(source.list(&ListParams::default()).await?)
+    })
+    .await?
+    .items;
     let bodies: Vec<(String, Value, Value, Option<String>)> = profiles
         .iter()
         .filter_map(|p| {
@@ -200,7 +207,7 @@ async fn source_floor(
     futures::stream::iter(bodies.iter().map(|(name, main, status, member)| {
         let target = &target;
         let params = &params;
-        async move {
+        retry_transport("a floor object", move || async move {
             if let Some(kubeconfig) = member {
                 let client = crate::controlplane::client_from_kubeconfig_yaml(kubeconfig).await?;
                 Api::<Namespace>::all(client).get("kube-system").await?;
@@ -209,8 +216,8 @@ async fn source_floor(
             target
                 .patch_status(name, params, &Patch::Apply(status))
                 .await?;
-            Ok::<_, crate::BoxError>(())
-        }
+            Ok(())
+        })
     }))
     .buffer_unordered(SOURCE_CONCURRENCY)
     .try_collect::<Vec<()>>()
@@ -218,9 +225,13 @@ async fn source_floor(
     let elapsed = start.elapsed();
     // Untimed: the floor's profiles go, so later adapters (which watch every profile) and runs
     // do not hold them.
-    target
-        .delete_collection(&DeleteParams::default(), &ListParams::default())
-        .await?;
+    retry_transport("delete the floor's profiles", || async {
+        target
+            .delete_collection(&DeleteParams::default(), &ListParams::default())
+            .await?;
+        Ok(())
+    })
+    .await?;
     Ok(elapsed)
 }
 
