@@ -8,7 +8,7 @@
 use std::borrow::Cow;
 use std::collections::BTreeMap;
 
-use adapters::interned::InternedLabels;
+use adapters::interned::{Interned, InternedLabels};
 use adapters::served_versions::KindRef;
 use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
@@ -45,16 +45,16 @@ pub fn ca_secret_name(cluster: &str) -> String {
 pub struct CapiCondition {
     /// Condition type.
     #[serde(default, rename = "type")]
-    pub type_: String,
+    pub type_: Interned,
     /// `True`, `False` or `Unknown`.
     #[serde(default)]
-    pub status: String,
+    pub status: Interned,
     /// CamelCase reason.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<Interned>,
     /// Message.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
+    pub message: Option<Interned>,
 }
 
 /// `spec.controlPlaneEndpoint`.
@@ -81,7 +81,7 @@ pub struct ControlPlaneStatus {
 pub struct VersionCount {
     /// Kubernetes version.
     #[serde(default)]
-    pub version: String,
+    pub version: Interned,
 }
 
 macro_rules! cluster_resource {
@@ -164,7 +164,7 @@ pub mod v1beta2 {
         pub class_ref: Option<ClassRef>,
         /// Desired Kubernetes version.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub version: Option<String>,
+        pub version: Option<Interned>,
     }
 
     /// `spec.topology.classRef`.
@@ -172,7 +172,7 @@ pub mod v1beta2 {
     pub struct ClassRef {
         /// ClusterClass name.
         #[serde(default)]
-        pub name: String,
+        pub name: Interned,
     }
 
     /// A v1beta2 contract reference: group and kind, no version.
@@ -181,10 +181,10 @@ pub mod v1beta2 {
     pub struct ContractRef {
         /// API group.
         #[serde(default)]
-        pub api_group: String,
+        pub api_group: Interned,
         /// Kind.
         #[serde(default)]
-        pub kind: String,
+        pub kind: Interned,
         /// Name (same namespace as the Cluster).
         #[serde(default)]
         pub name: String,
@@ -263,10 +263,10 @@ pub mod v1beta1 {
     pub struct Topology {
         /// The ClusterClass name.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub class: Option<String>,
+        pub class: Option<Interned>,
         /// Desired Kubernetes version.
         #[serde(default, skip_serializing_if = "Option::is_none")]
-        pub version: Option<String>,
+        pub version: Option<Interned>,
     }
 
     /// A core/v1 ObjectReference.
@@ -275,10 +275,10 @@ pub mod v1beta1 {
     pub struct ObjectRef {
         /// `group/version`.
         #[serde(default)]
-        pub api_version: String,
+        pub api_version: Interned,
         /// Kind.
         #[serde(default)]
-        pub kind: String,
+        pub kind: Interned,
         /// Name.
         #[serde(default)]
         pub name: String,
@@ -421,8 +421,8 @@ fn versions(control_plane: Option<&ControlPlaneStatus>) -> Vec<String> {
         .map(|cp| {
             cp.versions
                 .iter()
-                .map(|v| v.version.clone())
-                .filter(|v| !v.is_empty())
+                .filter(|v| !v.version.is_empty())
+                .map(|v| v.version.to_string())
                 .collect()
         })
         .unwrap_or_default()
@@ -432,8 +432,8 @@ fn endpoint(endpoint: Option<&ApiEndpoint>) -> Option<ApiEndpoint> {
     endpoint.filter(|e| !e.host.is_empty()).cloned()
 }
 
-fn non_empty(value: Option<&String>) -> Option<String> {
-    value.filter(|v| !v.is_empty()).cloned()
+fn non_empty(value: Option<&Interned>) -> Option<String> {
+    value.filter(|v| !v.is_empty()).map(|v| v.to_string())
 }
 
 impl CapiCluster for v1beta2::Cluster {
@@ -456,24 +456,24 @@ impl CapiCluster for v1beta2::Cluster {
             model.class_name = topology
                 .class_ref
                 .as_ref()
-                .map(|c| c.name.clone())
-                .filter(|n| !n.is_empty());
+                .filter(|c| !c.name.is_empty())
+                .map(|c| c.name.to_string());
         }
         model.infrastructure_kind = self
             .spec
             .infrastructure_ref
             .as_ref()
-            .map(|r| r.kind.clone())
-            .filter(|k| !k.is_empty());
+            .filter(|r| !r.kind.is_empty())
+            .map(|r| r.kind.to_string());
         model.control_plane_ref = self
             .spec
             .control_plane_ref
             .as_ref()
             .filter(|r| !r.kind.is_empty() && !r.name.is_empty())
             .map(|r| KindRef {
-                group: r.api_group.clone(),
+                group: r.api_group.to_string(),
                 version: None,
-                kind: r.kind.clone(),
+                kind: r.kind.to_string(),
                 namespace: Some(model.namespace.clone()),
                 name: r.name.clone(),
             });
@@ -517,8 +517,8 @@ impl CapiCluster for v1beta1::Cluster {
             .spec
             .infrastructure_ref
             .as_ref()
-            .map(|r| r.kind.clone())
-            .filter(|k| !k.is_empty());
+            .filter(|r| !r.kind.is_empty())
+            .map(|r| r.kind.to_string());
         model.control_plane_ref = self
             .spec
             .control_plane_ref
@@ -528,12 +528,12 @@ impl CapiCluster for v1beta1::Cluster {
                 let (group, version) = match r.api_version.split_once('/') {
                     Some((group, version)) => (group.to_string(), Some(version.to_string())),
                     None if r.api_version.is_empty() => (String::new(), None),
-                    None => (String::new(), Some(r.api_version.clone())),
+                    None => (String::new(), Some(r.api_version.to_string())),
                 };
                 KindRef {
                     group,
                     version,
-                    kind: r.kind.clone(),
+                    kind: r.kind.to_string(),
                     namespace: Some(
                         r.namespace
                             .clone()

@@ -15,8 +15,8 @@ use adapters::member_reads::{
 use adapters::runtime::{LeaderContext, Metrics};
 use adapters::served_versions::{RefReader, wait_until_served};
 use adapters::source::{
-    Observed, Problem, Projection, Source, SourceArgs, SourceMetrics, SourceSettings, run_source,
-    source_key,
+    Observed, Problem, Projection, Source, SourceArgs, SourceMetrics, SourceSettings,
+    related_triggers, run_source, source_key,
 };
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -283,7 +283,7 @@ impl<C: CapiCluster> Source for CapiSource<C> {
         }
     }
 
-    fn watches(&self, controller: Controller<C>) -> Controller<C> {
+    fn watches(&self, controller: Controller<C>, metrics: &Arc<Metrics>) -> Controller<C> {
         if self.secret_watch_started.swap(true, Ordering::SeqCst) {
             return controller;
         }
@@ -300,11 +300,15 @@ impl<C: CapiCluster> Source for CapiSource<C> {
             .default_backoff()
             .inspect(move |event| secrets.observe(event))
             .touched_objects();
-        controller.watches_stream(stream, |secret: Secret| {
-            let cluster = secret.labels().get(LABEL_CLUSTER_NAME)?.clone();
-            let namespace = secret.namespace()?;
-            Some(ObjectRef::<C>::new(&cluster).within(&namespace))
-        })
+        controller.reconcile_on(related_triggers(
+            stream,
+            metrics.clone(),
+            |secret: Secret| {
+                let cluster = secret.labels().get(LABEL_CLUSTER_NAME)?.clone();
+                let namespace = secret.namespace()?;
+                Some(ObjectRef::<C>::new(&cluster).within(&namespace))
+            },
+        ))
     }
 
     async fn observe(&self, _client: &Client, native: &C) -> Result<Observations, Problem> {

@@ -325,20 +325,22 @@ pub fn project(
     let healthy = match &model.control_plane_available {
         Some(c) => {
             let status = match c.status.as_str() {
-                "True" | "False" => c.status.clone(),
+                "True" | "False" => c.status.to_string(),
                 _ => "Unknown".to_string(),
             };
-            let reason = c.reason.clone().filter(|r| !r.is_empty()).unwrap_or_else(|| {
-                match status.as_str() {
+            let reason = match c.reason.as_deref().filter(|r| !r.is_empty()) {
+                Some(reason) => reason.to_string(),
+                None => match status.as_str() {
                     "True" => "ControlPlaneAvailable",
                     "False" => "ControlPlaneNotAvailable",
                     _ => "ControlPlaneAvailabilityUnknown",
                 }
-                .to_string()
-            });
-            let message = c.message.clone().filter(|m| !m.is_empty()).unwrap_or_else(|| {
-                format!("Cluster API condition {} is {}", c.type_, c.status)
-            });
+                .to_string(),
+            };
+            let message = match c.message.as_deref().filter(|m| !m.is_empty()) {
+                Some(message) => message.to_string(),
+                None => format!("Cluster API condition {} is {}", c.type_, c.status),
+            };
             ConditionFacts {
                 type_: CONDITION_CONTROL_PLANE_HEALTHY.to_string(),
                 status,

@@ -10,9 +10,11 @@ pub mod bootstrap;
 pub mod project;
 pub mod types;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::cache::{Cache, watch_config};
+use adapters::runtime::Metrics;
 use adapters::source::{Observed, Problem, Projection, Source};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -142,7 +144,11 @@ impl Source for OcmSource {
         ))
     }
 
-    fn watches(&self, controller: Controller<ManagedCluster>) -> Controller<ManagedCluster> {
+    fn watches(
+        &self,
+        controller: Controller<ManagedCluster>,
+        _: &Arc<Metrics>,
+    ) -> Controller<ManagedCluster> {
         // A set, binding or CA change can move any cluster: re-project them all (writes are
         // skipped where nothing changed, so this costs no API writes).
         let triggers: Vec<_> = [

@@ -246,7 +246,7 @@ pub fn project(
             }
         }
         let version = (!status.version.kubernetes.is_empty()).then(|| ClusterVersion {
-            kubernetes: Some(status.version.kubernetes.clone()),
+            kubernetes: Some(status.version.kubernetes.to_string()),
         });
         profiles.push(DesiredProfile {
             namespace: namespace.clone(),

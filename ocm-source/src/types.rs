@@ -150,8 +150,8 @@ pub struct OcmCondition {
 #[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[serde(default)]
 pub struct ManagedClusterVersion {
-    /// Kubernetes version (`v1.36.3`).
-    pub kubernetes: String,
+    /// Kubernetes version (`v1.36.3`; a fleet runs a handful).
+    pub kubernetes: Interned,
 }
 
 /// A claim (name/value) a managed cluster makes.

@@ -41,12 +41,14 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures::{Stream, StreamExt};
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Api, DynamicObject, ObjectMeta};
 use kube::core::ApiResource;
 use kube::runtime::controller::Controller;
 use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use prometheus_client::metrics::gauge::Gauge;
 use serde::Serialize;
@@ -235,10 +237,44 @@ pub trait Source: Send + Sync + 'static {
         Api::all(client)
     }
 
-    /// Add secondary watches (e.g. Secrets by label) that re-reconcile native objects.
-    fn watches(&self, controller: Controller<Self::Native>) -> Controller<Self::Native> {
+    /// Add secondary watches (e.g. Secrets by label) that re-reconcile native objects (see
+    /// [`related_triggers`]; `metrics` counts their watch errors).
+    fn watches(
+        &self,
+        controller: Controller<Self::Native>,
+        metrics: &Arc<Metrics>,
+    ) -> Controller<Self::Native> {
+        let _ = metrics;
         controller
     }
+}
+
+/// The natives a watch of related objects (profiles, companions, a source's Secrets) asks to
+/// reconcile, for `Controller::reconcile_on`. kube-runtime's `watches_stream` would queue each
+/// request with the related object's whole reference (its API resource's five strings besides
+/// name and namespace), and its scheduler keeps a pending request twice: at a cold start whose
+/// 10,000 related objects all arrive at once that was megabytes of the peak. A failed watch is
+/// counted here as the controller would count it (`/healthz`, the watch error metric).
+pub fn related_triggers<O, K>(
+    watch: impl Stream<Item = Result<O, watcher::Error>> + Send + 'static,
+    metrics: Arc<Metrics>,
+    native_of: impl Fn(O) -> Option<ObjectRef<K>> + Send + 'static,
+) -> impl Stream<Item = ObjectRef<K>> + Send + 'static
+where
+    O: Send + 'static,
+    K: Resource + 'static,
+    K::DynamicType: Send,
+{
+    watch.filter_map(move |event| {
+        let native = match event {
+            Ok(object) => native_of(object),
+            Err(err) => {
+                metrics.watch_error(&err);
+                None
+            }
+        };
+        futures::future::ready(native)
+    })
 }
 
 /// Where the engine watches natives.

@@ -106,9 +106,13 @@ pub async fn run_source<S: Source>(
                 .concurrency(settings.args.concurrency)
                 .debounce(Duration::from_millis(100)),
         )
-        .watches_stream(profile_stream, |profile: ClusterProfile| {
-            source_object_of(&profile.metadata).map(object_ref_from_key::<S::Native>)
-        });
+        .reconcile_on(related_triggers(
+            profile_stream,
+            leader.metrics.clone(),
+            |profile: ClusterProfile| {
+                source_object_of(&profile.metadata).map(object_ref_from_key::<S::Native>)
+            },
+        ));
 
     let mut companions = Vec::new();
     for resource in source.companion_kinds() {
@@ -126,13 +130,13 @@ pub async fn run_source<S: Source>(
             .reflect(writer)
             .inspect(move |event| index.observe(event))
             .touched_objects();
-        controller = controller.watches_stream_with(
+        controller = controller.reconcile_on(related_triggers(
             stream,
+            leader.metrics.clone(),
             |companion: DynamicObject| {
                 source_object_of(&companion.metadata).map(object_ref_from_key::<S::Native>)
             },
-            resource.clone(),
-        );
+        ));
         companions.push(CompanionStore {
             resource,
             store,
@@ -140,7 +144,7 @@ pub async fn run_source<S: Source>(
         });
     }
     let controller = source
-        .watches(controller)
+        .watches(controller, &leader.metrics)
         .reconcile_on(paced_resync(natives.clone(), resync));
 
     let engine = Arc::new(Engine {
