@@ -406,4 +406,38 @@ mod tests {
         let cluster = object_ref_from_key::<k8s_openapi::api::core::v1::Namespace>("name");
         assert_eq!(cluster.namespace, None);
     }
+
+    #[tokio::test]
+    async fn related_triggers_name_the_source_objects_and_count_watch_errors() {
+        use k8s_openapi::api::core::v1::ConfigMap;
+        let related = |name: &str, source: Option<&str>| ConfigMap {
+            metadata: ObjectMeta {
+                name: Some(name.into()),
+                annotations: source
+                    .map(|s| [(ANNOTATION_SOURCE_OBJECT.to_string(), s.to_string())].into()),
+                ..ObjectMeta::default()
+            },
+            ..ConfigMap::default()
+        };
+        let metrics = Arc::new(Metrics::new("test"));
+        assert!(!metrics.watches_failing());
+        let watch = futures::stream::iter(vec![
+            Ok(related("a", Some("ns/one"))),
+            Err(watcher::Error::NoResourceVersion),
+            Ok(related("b", None)),
+            Ok(related("c", Some("two"))),
+        ]);
+        let natives: Vec<ObjectRef<k8s_openapi::api::core::v1::Namespace>> =
+            related_triggers(watch, metrics.clone(), |object: ConfigMap| {
+                source_object_of(&object.metadata).map(object_ref_from_key)
+            })
+            .collect()
+            .await;
+        assert_eq!(
+            natives,
+            [ObjectRef::new("one").within("ns"), ObjectRef::new("two")],
+            "an object that names no source triggers nothing"
+        );
+        assert!(metrics.watches_failing(), "the watch error was counted");
+    }
 }
