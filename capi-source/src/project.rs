@@ -582,10 +582,18 @@ mod tests {
     }
 
     fn run(model: &ClusterModel, observed: &Observations) -> Projection {
+        run_configured(model, observed, &ProjectionConfig::new("inventory"))
+    }
+
+    fn run_configured(
+        model: &ClusterModel,
+        observed: &Observations,
+        config: &ProjectionConfig,
+    ) -> Projection {
         project(
             model,
             observed,
-            &ProjectionConfig::new("inventory"),
+            config,
             &ClusterProfileStatus::default(),
             &BTreeMap::new(),
             &t0(),
@@ -676,15 +684,7 @@ mod tests {
             .insert(LABEL_INVENTORY_MEMBER_ID.into(), "spoofed".into());
         let mut config = ProjectionConfig::new("inventory");
         config.excluded_label_prefixes = vec!["env".into()];
-        let projection = project(
-            &model,
-            &observed(),
-            &config,
-            &ClusterProfileStatus::default(),
-            &BTreeMap::new(),
-            &t0(),
-        )
-        .unwrap();
+        let projection = run_configured(&model, &observed(), &config);
         let labels = &projection.profiles[0].labels;
         assert!(!labels.contains_key("env"));
         assert!(labels.contains_key("topology.cluster.x-k8s.io/owned"));
@@ -1092,16 +1092,10 @@ mod tests {
             copying_all,
         ] {
             let projected = |cluster: &v1beta2::Cluster| {
-                let projection = project(
-                    &cluster.model(),
-                    &observed(),
-                    &config,
-                    &ClusterProfileStatus::default(),
-                    &BTreeMap::new(),
-                    &t0(),
+                format!(
+                    "{:?}",
+                    run_configured(&cluster.model(), &observed(), &config)
                 )
-                .unwrap();
-                format!("{projection:?}")
             };
             let mut trimmed = cluster.clone();
             trimmed.trim(&|key| config.reads_label(key));

@@ -106,13 +106,15 @@ pub async fn run_source<S: Source>(
                 .concurrency(settings.args.concurrency)
                 .debounce(Duration::from_millis(100)),
         )
-        .reconcile_on(related_triggers(
-            profile_stream,
-            leader.metrics.clone(),
-            |profile: ClusterProfile| {
-                source_object_of(&profile.metadata).map(object_ref_from_key::<S::Native>)
-            },
-        ));
+        .reconcile_on(related_triggers(profile_stream, leader.metrics.clone(), {
+            let natives = natives.clone();
+            move |profile: ClusterProfile| {
+                let native = object_ref_from_key::<S::Native>(source_object_of(&profile.metadata)?);
+                // Another source's profiles name objects of its own kind: the controller
+                // would drop them (not in our cache), but only after queueing each one.
+                natives.get(&native).is_some().then_some(native)
+            }
+        }));
 
     let mut companions = Vec::new();
     for resource in source.companion_kinds() {
