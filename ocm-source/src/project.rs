@@ -152,8 +152,9 @@ fn set_selects(set: &ManagedClusterSet, labels: &BTreeMap<String, String>) -> bo
 }
 
 /// Drop from a ManagedCluster what [`project`] never reads (see `Source::trim`): it reads the
-/// labels (all of them: a set's selector may name any; kept as [`InternedLabels`]), the deletion
-/// mark, the spec and, of the status, two condition types, the version and the claims.
+/// labels (all of them: a set's selector may name any; kept as
+/// [`adapters::interned::InternedLabels`]), the deletion mark, the spec and, of the status, two
+/// condition types, the version and the claims.
 pub fn trim(cluster: &mut ManagedCluster) {
     cluster
         .kept_labels
