@@ -198,14 +198,16 @@ impl ProfileApi {
         Ok(())
     }
 
-    /// A watch of profiles in every namespace (as `config` selects them), as `v1alpha1` types.
+    /// A watch of profiles in `namespace` (`None`: every namespace) as `config` selects them, as
+    /// `v1alpha1` types.
     pub fn watch(
         &self,
+        namespace: Option<&str>,
         config: watcher::Config,
     ) -> BoxStream<'static, Result<watcher::Event<ClusterProfile>, watcher::Error>> {
         match self.version {
-            ProfileVersion::V1alpha1 => watcher(self.v1(None), config).boxed(),
-            ProfileVersion::V1alpha2 => watcher(self.v2(None), config)
+            ProfileVersion::V1alpha1 => watcher(self.v1(namespace), config).boxed(),
+            ProfileVersion::V1alpha2 => watcher(self.v2(namespace), config)
                 .map_ok(|event| match event {
                     watcher::Event::Apply(p) => watcher::Event::Apply(ClusterProfile::from(&p)),
                     watcher::Event::Delete(p) => watcher::Event::Delete(ClusterProfile::from(&p)),

@@ -272,6 +272,10 @@ impl<C: CapiCluster> Source for CapiSource<C> {
         &self.config.cluster_manager
     }
 
+    fn inventory_namespace(&self) -> Option<&str> {
+        Some(&self.config.inventory_namespace)
+    }
+
     fn trim(&self, cluster: &mut C) {
         cluster.trim(&|key| self.config.reads_label(key));
     }

@@ -49,6 +49,10 @@ impl Source for ConfigMapSource {
         self.manager
     }
 
+    fn inventory_namespace(&self) -> Option<&str> {
+        Some(&self.inventory)
+    }
+
     fn native_api(&self, client: Client, namespace: Option<&str>) -> Api<ConfigMap> {
         match namespace {
             Some(ns) => Api::namespaced(client, ns),
@@ -77,7 +81,11 @@ impl Source for ConfigMapSource {
         }
         Ok(Projection {
             profiles: vec![DesiredProfile {
-                namespace: self.inventory.clone(),
+                // A projection bug stands in for `namespace`: the engine must refuse to follow it.
+                namespace: data
+                    .get("namespace")
+                    .cloned()
+                    .unwrap_or_else(|| self.inventory.clone()),
                 name: native.name_any(),
                 display_name: Some(native.name_any()),
                 labels,
@@ -423,6 +431,70 @@ async fn source_engine_converges_and_stays_quiet() {
         vec!["delta".to_string(), "taken".to_string()],
         "no duplicates or orphans"
     );
+    assert_eq!(
+        profiles
+            .get("taken")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        foreign.metadata.resource_version
+    );
+    running.stop().await;
+
+    // Another inventory namespace: the source watches every profile there and only its own
+    // elsewhere, so it still finds (and sweeps) what it wrote into the old one, leaves the
+    // foreign profile alone, and refuses a profile projected outside its inventory.
+    let moved = test_namespace(&client, "moved").await.unwrap();
+    let moved_profiles: Api<ClusterProfile> = Api::namespaced(client.clone(), &moved);
+    configmaps
+        .create(
+            &pp,
+            &cluster("stray", &sources, &[], &[("namespace", &inventory)]),
+        )
+        .await
+        .unwrap();
+    let running = start(client.clone(), &sources, &moved).await;
+    wait_profile(
+        &moved_profiles,
+        "delta",
+        "delta in the new inventory",
+        |_| true,
+    )
+    .await;
+    wait_gone(&profiles, "delta").await;
+    wait_for(
+        Duration::from_secs(20),
+        "ConfigError event on stray",
+        || {
+            let events = events.clone();
+            async move {
+                Ok(events
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .find(|e| {
+                        e.reason.as_deref() == Some("ConfigError")
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("stray")
+                            && e.note.as_deref().is_some_and(|note| {
+                                note.contains("outside the inventory namespace")
+                            })
+                    }))
+            }
+        },
+    )
+    .await
+    .unwrap();
+    let left: Vec<String> = profiles
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(|p| p.name_any())
+        .collect();
+    assert_eq!(left, ["taken"], "nothing written outside the inventory");
     assert_eq!(
         profiles
             .get("taken")

@@ -135,9 +135,22 @@ impl<S: Source> Engine<S> {
                 ),
             )
         };
-        // Reconciles start only once the book holds a full list (`run::reconcile`), and it holds
-        // every profile of the hub: absent there is absent (a same-named profile created since
-        // is refused by the apply's field conflicts or found on the next pass).
+        // The book holds every profile of the namespaces the source may write to; elsewhere a
+        // missing name proves nothing, and a forced apply could take another manager's profile.
+        if !self.profiles.holds_all_of(&desired.namespace) {
+            return Err(Problem::new(
+                Category::Config,
+                format!(
+                    "ClusterProfile {}/{} is outside the inventory namespace {:?} this source writes to; it is not written",
+                    desired.namespace,
+                    desired.name,
+                    self.source.inventory_namespace().unwrap_or_default()
+                ),
+            ));
+        }
+        // Reconciles start only once the book holds a full list (`run::reconcile`): absent there
+        // is absent (a same-named profile created since is refused by the apply's field
+        // conflicts or found on the next pass).
         let current = match self.profiles.get(&desired.namespace, &desired.name) {
             Some(Found::Theirs(manager)) => return Err(foreign(manager)),
             Some(Found::Ours(ours)) => Some(*ours),

@@ -203,6 +203,14 @@ pub trait Source: Send + Sync + 'static {
     /// `spec.clusterManager.name` and the `x-k8s.io/cluster-manager` label.
     fn cluster_manager(&self) -> &str;
 
+    /// The one namespace every profile of this source goes to, when its flags fix one. Profiles
+    /// are then watched there (every manager's: a same-named one is a conflict) and elsewhere only
+    /// if ours (left by an earlier namespace, to be swept); a profile projected into any other
+    /// namespace is refused. `None` (inventories that vary): every profile of the hub is watched.
+    fn inventory_namespace(&self) -> Option<&str> {
+        None
+    }
+
     /// Kinds of companion objects this source keeps (watched by [`LABEL_SOURCE`]).
     fn companion_kinds(&self) -> Vec<ApiResource> {
         Vec::new()

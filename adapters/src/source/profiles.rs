@@ -13,23 +13,25 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 
+use futures::StreamExt;
+use futures::stream::BoxStream;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{
     Condition, FieldsV1, ManagedFieldsEntry, Time,
 };
 use kube::ResourceExt;
 use kube::api::ObjectMeta;
-use kube::runtime::watcher;
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::Value;
 
 use super::{LABEL_SOURCE, is_ours, source_object_of};
 use crate::apply::{keep_own_apply_digests, keep_own_apply_records};
-use crate::cache::{Relisted, WatchedMap};
+use crate::cache::{Relisted, WatchedMap, watch_config};
 use crate::interned::Interned;
 use crate::profile::{
     ClusterProfile, ClusterProfileStatus, LABEL_CLUSTER_MANAGER, LABEL_INVENTORY_MEMBER_ID,
     Property,
 };
-use crate::profile_api::ProfileVersion;
+use crate::profile_api::{ProfileApi, ProfileVersion};
 
 /// Labels of our profiles a reader may ask for: whose it is, and the member id a projection falls
 /// back to while a member cannot be read.
@@ -56,11 +58,30 @@ pub(super) enum Found {
     Theirs(Option<String>),
 }
 
-/// Every profile of the hub, as the profile watch reports them.
+/// The profiles the source may meet, as its profile watches report them.
 pub(super) struct ProfileBook {
     source: &'static str,
     field_manager: String,
     version: ProfileVersion,
+    /// One per watch; their scopes never overlap.
+    parts: Vec<Part>,
+}
+
+/// Which profiles one watch of the book reports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Scope {
+    /// Every profile of the hub (a source whose inventories vary).
+    Everywhere,
+    /// Every profile of the one namespace the source writes to: others' too, so that a missing
+    /// name there is known to be free.
+    Inventory(Arc<str>),
+    /// Ours outside that namespace (left by an earlier one, to be swept). Others' profiles
+    /// there are never sent: on a hub shared with other sources they would be most of the book.
+    OursOutside(Arc<str>),
+}
+
+struct Part {
+    scope: Scope,
     profiles: Relisted<Profiles>,
 }
 
@@ -177,79 +198,157 @@ impl WatchedMap for Profiles {
 
 impl ProfileBook {
     /// An empty book for the adapter `source`, whose apply records are `field_manager`'s, of
-    /// profiles served as `version`.
-    pub(super) fn new(source: &'static str, field_manager: &str, version: ProfileVersion) -> Self {
+    /// profiles served as `version`; with an `inventory` namespace, it holds every profile there
+    /// and only ours elsewhere (see [`super::Source::inventory_namespace`]).
+    pub(super) fn new(
+        source: &'static str,
+        field_manager: &str,
+        version: ProfileVersion,
+        inventory: Option<&str>,
+    ) -> Self {
+        let scopes = match inventory {
+            None => vec![Scope::Everywhere],
+            Some(namespace) => vec![
+                Scope::Inventory(shared(namespace)),
+                Scope::OursOutside(shared(namespace)),
+            ],
+        };
         Self {
             source,
             field_manager: field_manager.to_string(),
             version,
-            profiles: Relisted::new(),
+            parts: scopes
+                .into_iter()
+                .map(|scope| Part {
+                    scope,
+                    profiles: Relisted::new(),
+                })
+                .collect(),
         }
     }
 
-    /// Apply one event of the profile watch.
-    pub(super) fn observe<E>(&self, event: &Result<watcher::Event<ClusterProfile>, E>) {
-        self.profiles.observe(
-            event,
-            |profile| self.id_of(profile),
-            |profile| Some(self.compact(profile)),
-        );
+    /// The book's watches, merged, each event already in the book; each watch backs off on
+    /// its own errors.
+    pub(super) fn watch(
+        self: &Arc<Self>,
+        api: &ProfileApi,
+    ) -> BoxStream<'static, Result<watcher::Event<ClusterProfile>, watcher::Error>> {
+        let watches = self
+            .parts
+            .iter()
+            .enumerate()
+            .map(|(part, Part { scope, .. })| {
+                let (namespace, config) = match scope {
+                    Scope::Everywhere => (None, watch_config()),
+                    Scope::Inventory(namespace) => (Some(namespace.as_ref()), watch_config()),
+                    Scope::OursOutside(namespace) => (
+                        None,
+                        watch_config()
+                            .labels(&format!("{LABEL_SOURCE}={}", self.source))
+                            .fields(&format!("metadata.namespace!={namespace}")),
+                    ),
+                };
+                let book = self.clone();
+                api.watch(namespace, config)
+                    .default_backoff()
+                    .inspect(move |event| book.observe_part(part, event))
+                    .boxed()
+            });
+        futures::stream::select_all(watches).boxed()
     }
 
-    /// Whether a full list is in the book (until then, absence proves nothing).
+    /// Apply one event of the profile watch of `part`.
+    fn observe_part<E>(&self, part: usize, event: &Result<watcher::Event<ClusterProfile>, E>) {
+        if let Some(part) = self.parts.get(part) {
+            part.profiles.observe(
+                event,
+                |profile| self.id_of(profile),
+                |profile| Some(self.compact(profile)),
+            );
+        }
+    }
+
+    /// Whether a full list of every watch is in the book (until then, absence proves nothing).
     pub(super) fn is_ready(&self) -> bool {
-        self.profiles.is_ready()
+        self.parts.iter().all(|part| part.profiles.is_ready())
     }
 
-    /// Wait until a full list is in the book.
+    /// Wait until a full list of every watch is in the book.
     pub(super) async fn wait_until_ready(&self) {
-        self.profiles.wait_until_ready().await;
+        for part in &self.parts {
+            part.profiles.wait_until_ready().await;
+        }
+    }
+
+    /// Whether the book holds every profile of `namespace`, others' included: only there is
+    /// a name missing from it free.
+    pub(super) fn holds_all_of(&self, namespace: &str) -> bool {
+        self.parts.iter().any(|part| match &part.scope {
+            Scope::Everywhere => true,
+            Scope::Inventory(inventory) => inventory.as_ref() == namespace,
+            Scope::OursOutside(_) => false,
+        })
     }
 
     /// Our profiles projected from the source object `key`.
     pub(super) fn ours_of(&self, key: &str) -> Vec<ClusterProfile> {
-        self.profiles.read(|profiles| {
-            profiles
-                .by_source
-                .get(key)
-                .into_iter()
-                .flatten()
-                .filter_map(|id| self.rebuild(id, profiles.entries.get(id)?))
-                .collect()
-        })
+        self.parts
+            .iter()
+            .flat_map(|part| {
+                part.profiles.read(|profiles| {
+                    profiles
+                        .by_source
+                        .get(key)
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|id| self.rebuild(id, profiles.entries.get(id)?))
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect()
     }
 
-    /// The profile `namespace/name`, if the hub has one.
+    /// The profile `namespace/name`, if the book has it (see [`ProfileBook::holds_all_of`]).
     pub(super) fn get(&self, namespace: &str, name: &str) -> Option<Found> {
         let id: ProfileId = (namespace.into(), name.into());
-        self.profiles
-            .read(|profiles| match profiles.entries.get(&id)? {
-                Entry::Theirs { manager } => {
-                    Some(Found::Theirs(manager.as_deref().map(Into::into)))
-                }
-                entry => self
-                    .rebuild(&id, entry)
-                    .map(|own| Found::Ours(Box::new(own))),
-            })
+        self.parts.iter().find_map(|part| {
+            part.profiles
+                .read(|profiles| match profiles.entries.get(&id)? {
+                    Entry::Theirs { manager } => {
+                        Some(Found::Theirs(manager.as_deref().map(Into::into)))
+                    }
+                    entry => self
+                        .rebuild(&id, entry)
+                        .map(|own| Found::Ours(Box::new(own))),
+                })
+        })
     }
 
     /// The source objects of our profiles, and the names of ours that name none.
     pub(super) fn sources(&self) -> (BTreeSet<String>, Vec<String>) {
-        self.profiles.read(|profiles| {
-            let keys = profiles.by_source.keys().map(|k| k.to_string()).collect();
-            let untraced = profiles
-                .entries
-                .iter()
-                .filter(|(_, entry)| entry.is_ours() && entry.source().is_none())
-                .map(|((namespace, name), _)| format!("{namespace}/{name}"))
-                .collect();
-            (keys, untraced)
-        })
+        let mut keys = BTreeSet::new();
+        let mut untraced = Vec::new();
+        for part in &self.parts {
+            part.profiles.read(|profiles| {
+                keys.extend(profiles.by_source.keys().map(|k| k.to_string()));
+                untraced.extend(
+                    profiles
+                        .entries
+                        .iter()
+                        .filter(|(_, entry)| entry.is_ours() && entry.source().is_none())
+                        .map(|((namespace, name), _)| format!("{namespace}/{name}")),
+                );
+            });
+        }
+        (keys, untraced)
     }
 
     /// How many profiles are ours (traced to a source object).
     pub(super) fn ours_count(&self) -> usize {
-        self.profiles.read(|profiles| profiles.traced)
+        self.parts
+            .iter()
+            .map(|part| part.profiles.read(|profiles| profiles.traced))
+            .sum()
     }
 
     /// The book's entry for a profile as served.
@@ -518,13 +617,16 @@ mod tests {
     #[test]
     fn our_profiles_are_read_back_with_what_the_engine_reads_and_decide_applies_as_the_whole() {
         for version in [ProfileVersion::V1alpha1, ProfileVersion::V1alpha2] {
-            let book = ProfileBook::new("capi-source", "capi-source", version);
+            let book = ProfileBook::new("capi-source", "capi-source", version, None);
             let published = served("p", "capi-source", Some("ns/c"));
-            book.observe(&ok(watcher::Event::Apply(with_records(
-                published.clone(),
-                "capi-source",
-                json!({"f:status": {}}),
-            ))));
+            book.observe_part(
+                0,
+                &ok(watcher::Event::Apply(with_records(
+                    published.clone(),
+                    "capi-source",
+                    json!({"f:status": {}}),
+                ))),
+            );
             let read = ours(book.get("inv", "p"));
             assert_eq!(read.metadata.uid.as_deref(), Some("uid-p"));
             assert_eq!(
@@ -575,13 +677,13 @@ mod tests {
 
     #[test]
     fn others_profiles_say_only_whose_they_are() {
-        let book = ProfileBook::new("ocm-source", "ocm-source", ProfileVersion::V1alpha2);
+        let book = ProfileBook::new("ocm-source", "ocm-source", ProfileVersion::V1alpha2, None);
         let theirs = with_records(
             served("p", "capi-source", Some("ns/c")),
             "capi-source",
             json!({"f:status": {}}),
         );
-        book.observe(&ok(watcher::Event::Apply(theirs)));
+        book.observe_part(0, &ok(watcher::Event::Apply(theirs)));
         assert!(matches!(
             book.get("inv", "p"),
             Some(Found::Theirs(Some(manager))) if manager == "cluster-api"
@@ -592,8 +694,47 @@ mod tests {
     }
 
     #[test]
+    fn a_book_with_an_inventory_knows_absence_only_there() {
+        let book = ProfileBook::new(
+            "capi-source",
+            "capi-source",
+            ProfileVersion::V1alpha2,
+            Some("inv"),
+        );
+        assert!(book.holds_all_of("inv"));
+        assert!(!book.holds_all_of("elsewhere"));
+        let mut old = served("old", "capi-source", Some("ns/c"));
+        old.metadata.namespace = Some("elsewhere".to_string());
+        for (part, event) in [
+            (0, watcher::Event::Init),
+            (
+                0,
+                watcher::Event::InitApply(served("p", "capi-source", Some("ns/c"))),
+            ),
+            (0, watcher::Event::InitDone),
+            (1, watcher::Event::Init),
+            (1, watcher::Event::InitApply(old)),
+        ] {
+            book.observe_part(part, &ok(event));
+        }
+        assert!(!book.is_ready(), "one watch has not listed everything yet");
+        book.observe_part(1, &ok(watcher::Event::InitDone));
+        assert!(book.is_ready());
+        // Ours from both watches; a relist of one leaves the other's alone.
+        let mut names: Vec<_> = book.ours_of("ns/c").iter().map(|p| p.name_any()).collect();
+        names.sort();
+        assert_eq!(names, ["old", "p"]);
+        assert_eq!(book.ours_count(), 2);
+        book.observe_part(0, &ok(watcher::Event::Init));
+        book.observe_part(0, &ok(watcher::Event::InitDone));
+        assert_eq!(book.ours_count(), 1);
+        assert!(matches!(book.get("elsewhere", "old"), Some(Found::Ours(_))));
+        assert!(book.get("inv", "p").is_none());
+    }
+
+    #[test]
     fn records_that_cannot_be_digested_keep_the_profile_whole() {
-        let book = ProfileBook::new("capi-source", "capi-source", ProfileVersion::V1alpha2);
+        let book = ProfileBook::new("capi-source", "capi-source", ProfileVersion::V1alpha2, None);
         // A positional list entry cannot be read as values: the record is kept as text.
         let positional = json!({"f:status": {"f:conditions": {"i:0": {"f:status": {}}}}});
         let published = with_records(
@@ -601,7 +742,7 @@ mod tests {
             "capi-source",
             positional,
         );
-        book.observe(&ok(watcher::Event::Apply(published)));
+        book.observe_part(0, &ok(watcher::Event::Apply(published)));
         let read = ours(book.get("inv", "p"));
         let status = read.status.clone().unwrap_or_default();
         assert_eq!(status.conditions[0].message, "the member answers");
@@ -620,28 +761,29 @@ mod tests {
 
     #[test]
     fn a_relist_is_swapped_in_whole_and_makes_the_book_ready() {
-        let book = ProfileBook::new("ocm-source", "ocm-source", ProfileVersion::V1alpha1);
-        book.observe(&ok(watcher::Event::Apply(served(
-            "a",
-            "ocm-source",
-            Some("a"),
-        ))));
+        let book = ProfileBook::new("ocm-source", "ocm-source", ProfileVersion::V1alpha1, None);
+        book.observe_part(
+            0,
+            &ok(watcher::Event::Apply(served("a", "ocm-source", Some("a")))),
+        );
         assert!(!book.is_ready(), "no full list yet");
-        book.observe(&ok(watcher::Event::Init));
-        book.observe(&ok(watcher::Event::InitApply(served(
-            "b",
-            "ocm-source",
-            Some("b"),
-        ))));
-        book.observe(&ok(watcher::Event::InitApply(served(
-            "x",
-            "ocm-source",
-            None,
-        ))));
+        book.observe_part(0, &ok(watcher::Event::Init));
+        book.observe_part(
+            0,
+            &ok(watcher::Event::InitApply(served(
+                "b",
+                "ocm-source",
+                Some("b"),
+            ))),
+        );
+        book.observe_part(
+            0,
+            &ok(watcher::Event::InitApply(served("x", "ocm-source", None))),
+        );
         // Half a list is never read.
         assert_eq!(book.ours_of("a").len(), 1);
         assert!(book.ours_of("b").is_empty());
-        book.observe(&ok(watcher::Event::InitDone));
+        book.observe_part(0, &ok(watcher::Event::InitDone));
         assert!(book.is_ready());
         assert!(book.ours_of("a").is_empty());
         assert_eq!(book.ours_of("b").len(), 1);
@@ -651,19 +793,17 @@ mod tests {
         assert_eq!(book.ours_count(), 1);
 
         // A profile that names another source object moves; a deleted one leaves.
-        book.observe(&ok(watcher::Event::Apply(served(
-            "b",
-            "ocm-source",
-            Some("c"),
-        ))));
+        book.observe_part(
+            0,
+            &ok(watcher::Event::Apply(served("b", "ocm-source", Some("c")))),
+        );
         assert!(book.ours_of("b").is_empty());
         assert_eq!(book.ours_of("c").len(), 1);
         assert_eq!(book.ours_count(), 1, "a move is not a second profile");
-        book.observe(&ok(watcher::Event::Delete(served(
-            "b",
-            "ocm-source",
-            Some("c"),
-        ))));
+        book.observe_part(
+            0,
+            &ok(watcher::Event::Delete(served("b", "ocm-source", Some("c")))),
+        );
         assert!(book.ours_of("c").is_empty());
         assert_eq!(book.ours_count(), 0);
         assert!(book.sources().0.is_empty());

@@ -80,16 +80,18 @@ pub async fn run_source<S: Source>(
         .touched_objects();
 
     let ours = watch_config().labels(&format!("{LABEL_SOURCE}={name}"));
-    // Every profile, not only ours: a profile absent from a listed book is then known to be
-    // absent on the hub, so a new cluster's profile is applied without a GET first.
+    // The profiles the source may meet, not only ours: a profile absent from a listed book is
+    // then known to be absent on the hub, so a new cluster's profile is applied without a GET.
     let manager = leader.applier.field_manager().to_string();
-    let profiles = Arc::new(ProfileBook::new(name, &manager, profile_api.version()));
-    let book = profiles.clone();
-    let profile_stream = profile_api
-        .watch(watch_config())
-        .default_backoff()
+    let profiles = Arc::new(ProfileBook::new(
+        name,
+        &manager,
+        profile_api.version(),
+        source.inventory_namespace(),
+    ));
+    let profile_stream = profiles
+        .watch(&profile_api)
         .inspect(move |event| {
-            book.observe(event);
             // A profile really gone (finalizers done) may release its source's companions.
             if let Ok(watcher::Event::Delete(profile)) = event
                 && let Some(key) = source_object_of(&profile.metadata)
