@@ -149,6 +149,36 @@ pub fn machine() -> String {
     format!("{cpus} CPUs ({model}), {memory_gib:.0} GiB")
 }
 
+/// The About API (KEP-2149) `ClusterProperty` set of every member.
+pub const MEMBER_CLUSTERSET: (&str, &str) = ("clusterset.k8s.io", "bench-set");
+
+/// Give a member the About API and the properties a member of a ClusterSet publishes there:
+/// its id (the `kube-system` uid, as KEP-2149 suggests) and its ClusterSet.
+async fn publish_about(member: &kube::Client, uid: &str) -> Result<()> {
+    install_crds(member, &[ForeignCrd::ClusterProperty]).await?;
+    let properties: kube::Api<kube::api::DynamicObject> = kube::Api::all_with(
+        member.clone(),
+        &adapters::member_reads::cluster_property_resource(),
+    );
+    for (name, value) in [
+        (adapters::profile::PROPERTY_CLUSTER_ID, uid),
+        MEMBER_CLUSTERSET,
+    ] {
+        let property = serde_json::json!({
+            "apiVersion": "about.k8s.io/v1alpha1", "kind": "ClusterProperty",
+            "metadata": {"name": name}, "spec": {"value": value},
+        });
+        properties
+            .patch(
+                name,
+                &kube::api::PatchParams::apply("bench-member"),
+                &kube::api::Patch::Apply(&property),
+            )
+            .await?;
+    }
+    Ok(())
+}
+
 /// Start a hub and the members, run every chosen adapter's phases, return the report.
 pub async fn run(options: &Options) -> Result<Report> {
     eprintln!("bench: starting a hub and {} member(s)...", options.members);
@@ -163,13 +193,16 @@ pub async fn run(options: &Options) -> Result<Report> {
     let mut members = Vec::new();
     let mut member_clients = Vec::new();
     for member in &fleet.members {
+        let client = member.client().await?;
+        let uid = member.kube_system_uid().await?;
+        publish_about(&client, &uid).await?;
         members.push(Member {
             server: member.server(),
             ca_pem: member.ca_pem().to_string(),
             kubeconfig: member.admin_kubeconfig_yaml(),
-            uid: member.kube_system_uid().await?,
+            uid,
         });
-        member_clients.push(member.client().await?);
+        member_clients.push(client);
     }
     let counters = Counters::new(hub.clone(), member_clients);
     let settings = Settings {

@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use super::observe::{Check, Expect};
 use super::phases::Scenario;
-use super::{Member, retry_transport};
+use super::{MEMBER_CLUSTERSET, Member, retry_transport};
 use crate::{Result, ensure_namespace};
 
 /// Requests in flight while the bench writes inputs.
@@ -165,8 +165,9 @@ async fn verify_profiles(hub: &kube::Client, namespace: &str, check: &Check) -> 
 /// namespace as a tight loop would: one server-side apply of metadata and spec and one of the
 /// status per profile, with the sources' default concurrency and an admin client like theirs.
 /// (The source label is changed so no adapter ever claims these.) Where the source must read
-/// the member to know its id (capi-source: the `kube-system` uid, through a client built from
-/// the Cluster's own kubeconfig), `member_of` names that kubeconfig and the floor reads it too.
+/// the member to know its id and properties (capi-source: the `kube-system` uid and the About
+/// API's ClusterProperty objects, through a client built from the Cluster's own kubeconfig),
+/// `member_of` names that kubeconfig and the floor reads them too.
 async fn source_floor(
     hub: &kube::Client,
     inventory: &str,
@@ -210,7 +211,15 @@ async fn source_floor(
         retry_transport("a floor object", move || async move {
             if let Some(kubeconfig) = member {
                 let client = crate::controlplane::client_from_kubeconfig_yaml(kubeconfig).await?;
-                Api::<Namespace>::all(client).get("kube-system").await?;
+                Api::<Namespace>::all(client.clone())
+                    .get("kube-system")
+                    .await?;
+                Api::<DynamicObject>::all_with(
+                    client,
+                    &adapters::member_reads::cluster_property_resource(),
+                )
+                .list(&ListParams::default())
+                .await?;
             }
             target.patch(name, params, &Patch::Apply(main)).await?;
             target
@@ -562,6 +571,7 @@ impl Scenario for CapiScenario {
                 && p["spec"]["clusterManager"]["name"] == "cluster-api"
                 && p["status"]["version"]["kubernetes"] == version_of(i).as_str()
                 && p["status"]["accessProviders"][0]["cluster"]["server"] == server.as_str()
+                && property(p, MEMBER_CLUSTERSET.0) == Some(MEMBER_CLUSTERSET.1)
                 && churned_parts_right(p, &expected, i)
         })
     }
