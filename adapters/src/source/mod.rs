@@ -390,7 +390,8 @@ struct Engine<S: Source> {
     leader: LeaderContext,
     metrics: SourceMetrics,
     natives: Store<S::Native>,
-    /// Every ClusterProfile of the hub, ours by source object; once ready, absence is proof.
+    /// The ClusterProfiles the source may meet, ours by source object; once ready, absence in
+    /// a namespace it holds whole is proof.
     profiles: Arc<ProfileBook>,
     /// ClusterProfiles through the version chosen at start.
     profile_api: ProfileApi,

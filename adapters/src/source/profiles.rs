@@ -1,5 +1,6 @@
-//! The engine's book of the inventory's ClusterProfiles: every profile of the hub, each reduced
-//! to what the engine and the projections read, fed by the profile watch.
+//! The engine's book of the inventory's ClusterProfiles: every profile of the hub (or, for a
+//! source with one inventory namespace, every profile there and ours elsewhere), each reduced to
+//! what the engine and the projections read, fed by the profile watches.
 //!
 //! A reflector store keeps each profile as a whole `ClusterProfile` (an object of ~0.5 KiB before
 //! any content, metadata maps of a full B-tree node each, the apply records) under a reference of
