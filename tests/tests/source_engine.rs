@@ -230,6 +230,31 @@ async fn wait_gone(profiles: &Api<ClusterProfile>, name: &str) {
         .unwrap();
 }
 
+/// Wait for an Event with `reason` about `object` whose note contains `note`.
+async fn wait_event(events: &Api<Event>, object: &str, reason: &str, note: &str) {
+    wait_for(
+        Duration::from_secs(20),
+        &format!("{reason} event on {object}"),
+        || {
+            let events = events.clone();
+            async move {
+                Ok(events
+                    .list(&ListParams::default())
+                    .await?
+                    .items
+                    .into_iter()
+                    .find(|e| {
+                        e.reason.as_deref() == Some(reason)
+                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
+                            && e.note.as_deref().unwrap_or_default().contains(note)
+                    }))
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
 async fn profile_writes(client: &Client) -> u64 {
     harness::apiserver_metrics::request_count(
         client,
@@ -324,27 +349,7 @@ async fn source_engine_converges_and_stays_quiet() {
     // The foreign profile is left as it was, and the conflict is an Event on the source object.
     let events: Api<Event> = Api::namespaced(client.clone(), &sources);
     for (object, reason) in [("taken", "Conflict"), ("beta", "InvalidInput")] {
-        wait_for(
-            Duration::from_secs(20),
-            &format!("{reason} event on {object}"),
-            || {
-                let events = events.clone();
-                async move {
-                    Ok(events
-                        .list(&ListParams::default())
-                        .await?
-                        .items
-                        .into_iter()
-                        .find(|e| {
-                            e.reason.as_deref() == Some(reason)
-                                && e.regarding.as_ref().and_then(|r| r.name.as_deref())
-                                    == Some(object)
-                        }))
-                }
-            },
-        )
-        .await
-        .unwrap();
+        wait_event(&events, object, reason, "").await;
     }
     let still_foreign = profiles.get("taken").await.unwrap();
     assert_eq!(
@@ -463,29 +468,13 @@ async fn source_engine_converges_and_stays_quiet() {
     )
     .await;
     wait_gone(&profiles, "delta").await;
-    wait_for(
-        Duration::from_secs(20),
-        "ConfigError event on stray",
-        || {
-            let events = events.clone();
-            async move {
-                Ok(events
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-                    .into_iter()
-                    .find(|e| {
-                        e.reason.as_deref() == Some("ConfigError")
-                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some("stray")
-                            && e.note.as_deref().is_some_and(|note| {
-                                note.contains("outside the inventory namespace")
-                            })
-                    }))
-            }
-        },
+    wait_event(
+        &events,
+        "stray",
+        "ConfigError",
+        "outside the inventory namespace",
     )
-    .await
-    .unwrap();
+    .await;
     let left: Vec<String> = profiles
         .list(&ListParams::default())
         .await
