@@ -48,6 +48,34 @@ pub fn repo_root() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Wait up to `timeout` for an Event among `events` about the object named `object`, with
+/// `reason` and a note containing `note`.
+pub async fn wait_event_about(
+    events: &Api<k8s_openapi::api::events::v1::Event>,
+    object: &str,
+    reason: &str,
+    note: &str,
+    timeout: Duration,
+) -> Result<k8s_openapi::api::events::v1::Event> {
+    wait_for(
+        timeout,
+        &format!("{reason} Event on {object} saying {note:?}"),
+        || async {
+            Ok(events
+                .list(&kube::api::ListParams::default())
+                .await?
+                .items
+                .into_iter()
+                .find(|e| {
+                    e.reason.as_deref() == Some(reason)
+                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
+                        && e.note.as_deref().unwrap_or_default().contains(note)
+                }))
+        },
+    )
+    .await
+}
+
 /// Poll `probe` until it yields `Some`, or fail after `timeout` naming `what`. Probe errors are
 /// retried (the last one is reported).
 pub async fn wait_for<T, F, Fut>(timeout: Duration, what: &str, mut probe: F) -> Result<T>

@@ -25,7 +25,7 @@ use capi_source::project::{LABEL_SOURCE_NAMESPACE, PROPERTY_CLUSTER_CLASS};
 use capi_source::{CapiArgs, CapiMetrics};
 use harness::{
     ControlPlane, ControlPlaneOptions, ForeignCrd, install_crd, install_crds, shared_fleet,
-    test_namespace, wait_for,
+    test_namespace,
 };
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::Secret;
@@ -353,27 +353,9 @@ async fn wait_event(
     text: &str,
 ) -> Event {
     let events: Api<Event> = Api::namespaced(client.clone(), namespace);
-    wait_for(
-        Duration::from_secs(60),
-        &format!("{reason} Event on {object} saying {text:?}"),
-        || {
-            let events = events.clone();
-            async move {
-                Ok(events
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-                    .into_iter()
-                    .find(|e| {
-                        e.reason.as_deref() == Some(reason)
-                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
-                            && e.note.as_deref().is_some_and(|n| n.contains(text))
-                    }))
-            }
-        },
-    )
-    .await
-    .unwrap()
+    harness::wait_event_about(&events, object, reason, text, Duration::from_secs(60))
+        .await
+        .unwrap()
 }
 
 /// Profile writes counted by the apiserver itself.

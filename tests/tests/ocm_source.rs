@@ -460,22 +460,7 @@ async fn wait_gone(profiles: &Api<ClusterProfile>, name: &str) {
 
 async fn wait_event(client: &Client, object: &str, reason: &str, contains: &str) -> Event {
     let events: Api<Event> = Api::all(client.clone());
-    let found = wait_for(WAIT, &format!("{reason} Event on {object}"), || {
-        let events = events.clone();
-        async move {
-            Ok(events
-                .list(&ListParams::default())
-                .await?
-                .items
-                .into_iter()
-                .find(|e| {
-                    e.reason.as_deref() == Some(reason)
-                        && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
-                        && e.note.as_deref().unwrap_or_default().contains(contains)
-                }))
-        }
-    })
-    .await;
+    let found = harness::wait_event_about(&events, object, reason, contains, WAIT).await;
     match found {
         Ok(event) => event,
         Err(err) => {

@@ -232,27 +232,9 @@ async fn wait_gone(profiles: &Api<ClusterProfile>, name: &str) {
 
 /// Wait for an Event with `reason` about `object` whose note contains `note`.
 async fn wait_event(events: &Api<Event>, object: &str, reason: &str, note: &str) {
-    wait_for(
-        Duration::from_secs(20),
-        &format!("{reason} event on {object}"),
-        || {
-            let events = events.clone();
-            async move {
-                Ok(events
-                    .list(&ListParams::default())
-                    .await?
-                    .items
-                    .into_iter()
-                    .find(|e| {
-                        e.reason.as_deref() == Some(reason)
-                            && e.regarding.as_ref().and_then(|r| r.name.as_deref()) == Some(object)
-                            && e.note.as_deref().unwrap_or_default().contains(note)
-                    }))
-            }
-        },
-    )
-    .await
-    .unwrap();
+    harness::wait_event_about(events, object, reason, note, Duration::from_secs(20))
+        .await
+        .unwrap();
 }
 
 async fn profile_writes(client: &Client) -> u64 {
