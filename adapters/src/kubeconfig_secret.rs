@@ -13,6 +13,7 @@ use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 
+use crate::ca_bundle::CaBundle;
 use crate::error::Category;
 use crate::names::short_hash;
 
@@ -74,8 +75,9 @@ impl KubeconfigSecretError {
 pub struct Endpoint {
     /// API server URL.
     pub server: String,
-    /// Base64 PEM CA bundle, as in the kubeconfig.
-    pub certificate_authority_data: Option<String>,
+    /// Base64 PEM CA bundle, as in the kubeconfig (kept compact: one per cluster, for the
+    /// cluster's life).
+    pub certificate_authority_data: Option<CaBundle>,
     /// TLS server name override.
     pub tls_server_name: Option<String>,
     /// Whether TLS verification is disabled.
@@ -197,7 +199,10 @@ impl SecretKubeconfig {
         }
         let endpoint = Endpoint {
             server,
-            certificate_authority_data: cluster.certificate_authority_data.clone(),
+            certificate_authority_data: cluster
+                .certificate_authority_data
+                .as_deref()
+                .map(CaBundle::from_base64),
             tls_server_name: cluster.tls_server_name.clone(),
             insecure_skip_tls_verify: cluster.insecure_skip_tls_verify,
             proxy_url: cluster.proxy_url.clone(),
@@ -274,8 +279,12 @@ mod tests {
         .unwrap();
         assert_eq!(parsed.endpoint().server, "https://10.0.0.1:6443");
         assert_eq!(
-            parsed.endpoint().certificate_authority_data.as_deref(),
-            Some(BASE64.encode(CA).as_str())
+            parsed
+                .endpoint()
+                .certificate_authority_data
+                .as_ref()
+                .map(CaBundle::to_base64),
+            Some(BASE64.encode(CA))
         );
         assert_eq!(
             parsed.endpoint().tls_server_name.as_deref(),

@@ -2,6 +2,7 @@
 //! bounded categories and the runtime every adapter binary runs.
 
 pub mod apply;
+pub mod ca_bundle;
 pub mod cache;
 pub mod crd;
 pub mod error;

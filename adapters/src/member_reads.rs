@@ -1,5 +1,6 @@
-//! Reads from member clusters (the `kube-system` namespace UID and the About API `ClusterProperty`
-//! objects), cached per source object and retried with backoff.
+//! Reads from member clusters (the About API `ClusterProperty` objects, and the `kube-system`
+//! namespace UID when no `id.k8s.io` property names the cluster), cached per source object and
+//! retried with backoff.
 //!
 //! A reconcile may run many times a minute (every watch event re-runs it); the member is asked at
 //! most once per refresh interval while healthy, and after a failure only when the backoff has
@@ -8,7 +9,7 @@
 //! is read at once.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::core::v1::Namespace;
@@ -20,7 +21,9 @@ use prometheus_client::metrics::family::Family;
 use tracing::debug;
 
 use crate::error::Category;
+use crate::interned::Interned;
 use crate::kubeconfig_secret::{KubeconfigSecretError, SecretKubeconfig};
+use crate::profile::PROPERTY_CLUSTER_ID;
 use crate::runtime::Metrics;
 
 /// The About API (KEP-2149) `ClusterProperty` kind: cluster-scoped, `spec.value`.
@@ -31,13 +34,26 @@ pub fn cluster_property_resource() -> ApiResource {
     )
 }
 
-/// What was read from a member.
+/// What was read from a member: kept per cluster between reads, so kept small (names shared,
+/// no spare capacity).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberFacts {
-    /// UID of the member's `kube-system` namespace.
-    pub kube_system_uid: Option<String>,
     /// The member's `ClusterProperty` objects as (name, `spec.value`), sorted by name.
-    pub cluster_properties: Vec<(String, String)>,
+    pub cluster_properties: Box<[(Interned, Box<str>)]>,
+    /// UID of the member's `kube-system` namespace; read only when no `id.k8s.io` property
+    /// names the cluster (KEP-2149 suggests that UID as the id, so it would be read twice).
+    pub kube_system_uid: Option<Box<str>>,
+}
+
+impl MemberFacts {
+    /// The member's cluster id: its `id.k8s.io` property, else its `kube-system` UID.
+    pub fn cluster_id(&self) -> Option<&str> {
+        self.cluster_properties
+            .iter()
+            .find(|(name, _)| *name == PROPERTY_CLUSTER_ID)
+            .map(|(_, value)| &**value)
+            .or(self.kube_system_uid.as_deref())
+    }
 }
 
 /// Why the last read of a member failed, in words that are stable across retries (so a
@@ -64,7 +80,7 @@ impl MemberReadFailure {
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct MemberRead {
     /// The last values read successfully (possibly before the current failure).
-    pub facts: Option<MemberFacts>,
+    pub facts: Option<Arc<MemberFacts>>,
     /// The latest attempt's failure, if it failed.
     pub failure: Option<MemberReadFailure>,
     /// When to look again.
@@ -88,10 +104,11 @@ struct ReadLabels {
 /// What is remembered of one member. Not its client: a client holds a TLS configuration and an
 /// idle connection pool (tens of KiB each), and a member is read once per refresh interval, so
 /// keeping a thousand of them idle would cost more memory than everything else the source keeps.
+/// One per cluster, so boxed where rare (a failure) and shared where handed out (the facts).
 struct Entry {
-    fingerprint: String,
-    facts: Option<MemberFacts>,
-    failure: Option<MemberReadFailure>,
+    fingerprint: Box<str>,
+    facts: Option<Arc<MemberFacts>>,
+    failure: Option<Box<MemberReadFailure>>,
     failures: u32,
     next_read: Instant,
     last_used: Instant,
@@ -120,7 +137,7 @@ impl MemberReadMetrics {
 /// Cached, backoff-retrying member reads, keyed by the source object.
 pub struct MemberReader {
     settings: MemberReadSettings,
-    entries: Mutex<HashMap<String, Entry>>,
+    entries: Mutex<HashMap<Box<str>, Entry>>,
     metrics: MemberReadMetrics,
 }
 
@@ -158,26 +175,34 @@ impl MemberReader {
                 return MemberRead::default();
             };
             entries.retain(|_, e| now.duration_since(e.last_used) < EVICT_AFTER);
-            let entry = entries.entry(key.to_string()).or_insert_with(|| Entry {
-                fingerprint: String::new(),
-                facts: None,
-                failure: None,
-                failures: 0,
-                next_read: now,
-                last_used: now,
-            });
+            if !entries.contains_key(key) {
+                entries.insert(
+                    key.into(),
+                    Entry {
+                        fingerprint: Box::default(),
+                        facts: None,
+                        failure: None,
+                        failures: 0,
+                        next_read: now,
+                        last_used: now,
+                    },
+                );
+            }
+            let Some(entry) = entries.get_mut(key) else {
+                return MemberRead::default();
+            };
             entry.last_used = now;
-            if entry.fingerprint != fingerprint {
+            if *entry.fingerprint != *fingerprint {
                 // Rotated (or new): read now. Facts stay until the new read says otherwise, so a
                 // rotation does not blank the profile.
-                entry.fingerprint = fingerprint.to_string();
+                entry.fingerprint = fingerprint.into();
                 entry.failures = 0;
                 entry.next_read = now;
             }
             if now < entry.next_read {
                 return MemberRead {
                     facts: entry.facts.clone(),
-                    failure: entry.failure.clone(),
+                    failure: entry.failure.as_deref().cloned(),
                     retry_in: entry.next_read - now,
                 };
             }
@@ -209,21 +234,24 @@ impl MemberReader {
         let now = Instant::now();
         match outcome {
             Ok(facts) => {
-                entry.facts = Some(facts);
+                // The same values again keep the old copy (a fresh one would only fragment).
+                if entry.facts.as_deref() != Some(&facts) {
+                    entry.facts = Some(Arc::new(facts));
+                }
                 entry.failure = None;
                 entry.failures = 0;
                 entry.next_read = now + self.settings.refresh;
             }
             Err(failure) => {
                 // entry.facts stays: the last known values outlive a failure.
-                entry.failure = Some(failure);
+                entry.failure = Some(Box::new(failure));
                 entry.failures = failures.saturating_add(1);
                 entry.next_read = now + backoff(entry.failures, self.settings.refresh);
             }
         }
         MemberRead {
             facts: entry.facts.clone(),
-            failure: entry.failure.clone(),
+            failure: entry.failure.as_deref().cloned(),
             retry_in: entry.next_read.saturating_duration_since(now),
         }
     }
@@ -235,34 +263,38 @@ fn backoff(failures: u32, cap: Duration) -> Duration {
 }
 
 async fn read_member(client: &kube::Client) -> Result<MemberFacts, MemberReadFailure> {
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let kube_system = namespaces
-        .get_opt("kube-system")
-        .await
-        .map_err(|err| classify(&err))?;
     let properties: Api<DynamicObject> =
         Api::all_with(client.clone(), &cluster_property_resource());
     let cluster_properties = match properties.list(&ListParams::default()).await {
         Ok(list) => {
-            let mut found: Vec<(String, String)> = list
+            let mut found: Vec<(Interned, Box<str>)> = list
                 .items
                 .iter()
                 .filter_map(|p| {
                     let value = p.data.pointer("/spec/value")?.as_str()?;
-                    Some((p.metadata.name.clone()?, value.to_string()))
+                    Some((Interned::new(p.metadata.name.as_deref()?), value.into()))
                 })
                 .collect();
             found.sort();
-            found
+            found.into_boxed_slice()
         }
         // The About API is optional on a member.
-        Err(kube::Error::Api(status)) if status.code == 404 => Vec::new(),
+        Err(kube::Error::Api(status)) if status.code == 404 => Box::default(),
         Err(err) => return Err(classify(&err)),
     };
-    Ok(MemberFacts {
-        kube_system_uid: kube_system.and_then(|ns| ns.metadata.uid),
+    let mut facts = MemberFacts {
         cluster_properties,
-    })
+        kube_system_uid: None,
+    };
+    if facts.cluster_id().is_none() {
+        let namespaces: Api<Namespace> = Api::all(client.clone());
+        let kube_system = namespaces
+            .get_opt("kube-system")
+            .await
+            .map_err(|err| classify(&err))?;
+        facts.kube_system_uid = kube_system.and_then(|ns| ns.metadata.uid.map(Into::into));
+    }
+    Ok(facts)
 }
 
 /// A stable, secret-free description of a failed member request.

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
+use adapters::ca_bundle::CaBundle;
 use adapters::cache::{CompactStore, watch_config};
 use adapters::error::{Category, kube_category};
 use adapters::kubeconfig_secret::{KubeconfigSecretError, KubeconfigSummary, SecretKubeconfig};
@@ -18,8 +19,6 @@ use adapters::source::{
     Observed, Problem, Projection, Source, SourceArgs, SourceMetrics, SourceSettings,
     related_triggers, run_source, source_key,
 };
-use base64::Engine;
-use base64::engine::general_purpose::STANDARD as BASE64;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::Api;
@@ -54,8 +53,8 @@ enum KeptSecret {
     /// what is wrong with it. Never its credentials: they are read from the hub again when the
     /// member is (once per refresh interval).
     Kubeconfig(Result<Arc<KubeconfigSummary>, KubeconfigSecretError>),
-    /// `tls.crt` of `<cluster>-ca`, base64 as published (`None`: the Secret exists without it).
-    Ca(Option<Arc<str>>),
+    /// `tls.crt` of `<cluster>-ca` (`None`: the Secret exists without it).
+    Ca(Option<Arc<CaBundle>>),
 }
 
 /// capi-source's own flags (each falls back to the environment variable beside it).
@@ -253,7 +252,7 @@ fn kept_secret(secret: &Secret) -> Option<KeptSecret> {
         ))
     } else if name.ends_with("-ca") {
         Some(KeptSecret::Ca(
-            value(CA_KEY).map(|ca| Arc::from(BASE64.encode(&ca.0))),
+            value(CA_KEY).map(|ca| Arc::new(CaBundle::from_pem(&ca.0))),
         ))
     } else {
         None
@@ -345,7 +344,7 @@ impl<C: CapiCluster> Source for CapiSource<C> {
         }
         observations.cluster_ca = match self.secret(&model.namespace, &ca_secret_name(&model.name))
         {
-            Some(KeptSecret::Ca(Some(ca))) => Some(ca.to_string()),
+            Some(KeptSecret::Ca(Some(ca))) => Some(ca.to_base64()),
             _ => None,
         };
         if model.control_plane_versions.is_empty()
@@ -445,6 +444,8 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::Engine;
+    use base64::engine::general_purpose::STANDARD as BASE64;
     use clap::Parser;
 
     #[derive(Parser)]
@@ -586,10 +587,12 @@ mod tests {
             !summary.contains("s3cr3t") && !summary.contains("other"),
             "never the kubeconfig's credentials nor other keys: {summary}"
         );
-        assert_eq!(
-            kept(&secret("web-ca", &["tls.crt", "tls.key"])),
-            Some(format!("Ca(Some({:?}))", BASE64.encode("tls.crt"))),
-            "never the CA's private key"
+        assert!(
+            matches!(
+                kept_secret(&secret("web-ca", &["tls.crt", "tls.key"])),
+                Some(KeptSecret::Ca(Some(ca))) if ca.to_base64() == BASE64.encode("tls.crt")
+            ),
+            "the CA's certificate, never its private key"
         );
         assert_eq!(
             kept(&secret("web-kubeconfig", &["other"])),

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use adapters::Category;
+use adapters::ca_bundle::CaBundle;
 use adapters::kubeconfig_secret::Endpoint;
 use adapters::member_reads::MemberRead;
 use adapters::names::{dns1123_name, is_valid_label_key, is_valid_label_value};
@@ -262,15 +263,14 @@ pub fn project(
     let member = observed.member.as_ref();
     let fresh = member.and_then(|m| m.facts.as_ref());
     let (member_id, member_properties) = match fresh {
-        Some(facts) => {
-            let id = facts
+        Some(facts) => (
+            facts.cluster_id().map(str::to_string),
+            facts
                 .cluster_properties
                 .iter()
-                .find(|(name, _)| name == PROPERTY_CLUSTER_ID)
-                .map(|(_, value)| value.clone())
-                .or_else(|| facts.kube_system_uid.clone());
-            (id, facts.cluster_properties.clone())
-        }
+                .map(|(name, value)| (name.to_string(), value.to_string()))
+                .collect(),
+        ),
         None => (
             previous_labels.get(LABEL_INVENTORY_MEMBER_ID).cloned(),
             previous
@@ -420,7 +420,7 @@ pub fn project(
 
     // Properties: the member's verbatim (KEP: MUST keep name and value), then ours where the
     // member does not already say.
-    let mut facts = member_properties;
+    let mut facts: Vec<(String, String)> = member_properties;
     let mut own = Vec::new();
     if let Some(class) = &model.class_name {
         own.push((PROPERTY_CLUSTER_CLASS.to_string(), class.clone()));
@@ -457,7 +457,10 @@ pub fn project(
     let cluster = match &observed.kubeconfig {
         KubeconfigState::Valid(endpoint) => Some(Cluster {
             server: endpoint.server.clone(),
-            certificate_authority_data: endpoint.certificate_authority_data.clone(),
+            certificate_authority_data: endpoint
+                .certificate_authority_data
+                .as_ref()
+                .map(CaBundle::to_base64),
             tls_server_name: endpoint.tls_server_name.clone(),
             insecure_skip_tls_verify: endpoint.insecure_skip_tls_verify,
             proxy_url: endpoint.proxy_url.clone(),
@@ -513,6 +516,7 @@ mod tests {
     use adapters::names::is_dns1123_label;
     use adapters::profile::Property;
     use adapters::served_versions::KindRef;
+    use std::sync::Arc;
 
     fn time(s: &str) -> Time {
         Time(s.parse().unwrap())
@@ -556,20 +560,30 @@ mod tests {
     fn endpoint() -> Endpoint {
         Endpoint {
             server: "https://127.0.0.1:40001".into(),
-            certificate_authority_data: Some("Q0E=".into()),
+            certificate_authority_data: Some(CaBundle::from_base64("Q0E=")),
             ..Endpoint::default()
         }
     }
 
     fn healthy_member() -> MemberRead {
         MemberRead {
-            facts: Some(MemberFacts {
+            facts: Some(Arc::new(MemberFacts {
                 kube_system_uid: Some("uid-1".into()),
-                cluster_properties: vec![("clusterset.k8s.io".into(), "set-a".into())],
-            }),
+                cluster_properties: Box::new([("clusterset.k8s.io".into(), "set-a".into())]),
+            })),
             failure: None,
             retry_in: Duration::from_secs(300),
         }
+    }
+
+    /// `observed` with one more property read from the member.
+    fn add_member_property(observed: &mut Observations, name: &str, value: &str) {
+        let read = observed.member.as_mut().unwrap();
+        let mut facts = read.facts.as_deref().cloned().unwrap_or_default();
+        let mut properties = facts.cluster_properties.into_vec();
+        properties.push((name.into(), value.into()));
+        facts.cluster_properties = properties.into();
+        read.facts = Some(Arc::new(facts));
     }
 
     fn observed() -> Observations {
@@ -698,10 +712,7 @@ mod tests {
     #[test]
     fn member_id_prefers_the_id_property_then_the_kube_system_uid() {
         let mut observed = observed();
-        let facts = observed.member.as_mut().unwrap().facts.as_mut().unwrap();
-        facts
-            .cluster_properties
-            .push((PROPERTY_CLUSTER_ID.into(), "custom-id".into()));
+        add_member_property(&mut observed, PROPERTY_CLUSTER_ID, "custom-id");
         let projection = run(&model(), &observed);
         assert_eq!(
             projection.profiles[0]
@@ -713,7 +724,7 @@ mod tests {
         // Neither: no label.
         let mut observed = self::observed();
         observed.member = Some(MemberRead {
-            facts: Some(MemberFacts::default()),
+            facts: Some(Arc::default()),
             ..MemberRead::default()
         });
         let projection = run(&model(), &observed);
@@ -729,10 +740,7 @@ mod tests {
         let mut model = model();
         model.name = "a".repeat(70);
         let mut observed = observed();
-        let facts = observed.member.as_mut().unwrap().facts.as_mut().unwrap();
-        facts
-            .cluster_properties
-            .push((PROPERTY_CLUSTER_ID.into(), "not a label value!".into()));
+        add_member_property(&mut observed, PROPERTY_CLUSTER_ID, "not a label value!");
         let projection = run(&model, &observed);
         let labels = &projection.profiles[0].labels;
         assert!(!labels.contains_key(LABEL_CLUSTER_NAME));
@@ -952,15 +960,11 @@ mod tests {
         );
         // The member's own value wins over ours, and lastObservedTime stays while values do.
         let mut observed = observed();
-        observed
-            .member
-            .as_mut()
-            .unwrap()
-            .facts
-            .as_mut()
-            .unwrap()
-            .cluster_properties
-            .push(("topology.kubernetes.io/region".into(), "member-says".into()));
+        add_member_property(
+            &mut observed,
+            "topology.kubernetes.io/region",
+            "member-says",
+        );
         let first = run(&model(), &observed);
         let again = project(
             &model(),
