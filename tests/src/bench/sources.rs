@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use adapters::profile::{
     CONDITION_CONTROL_PLANE_HEALTHY, CONDITION_JOINED, ClusterProfile, LABEL_CLUSTER_MANAGER,
-    LABEL_CLUSTER_SET, LABEL_INVENTORY_MEMBER_ID,
+    LABEL_CLUSTER_SET, LABEL_INVENTORY_MEMBER_ID, PROPERTY_CLUSTER_ID,
 };
 use adapters::source::LABEL_SOURCE;
 use base64::Engine as _;
@@ -165,8 +165,9 @@ async fn verify_profiles(hub: &kube::Client, namespace: &str, check: &Check) -> 
 /// namespace as a tight loop would: one server-side apply of metadata and spec and one of the
 /// status per profile, with the sources' default concurrency and an admin client like theirs.
 /// (The source label is changed so no adapter ever claims these.) Where the source must read
-/// the member to know its id and properties (capi-source: the `kube-system` uid and the About
-/// API's ClusterProperty objects, through a client built from the Cluster's own kubeconfig),
+/// the member to know its id and properties (capi-source: the About API's ClusterProperty objects
+/// and, when none is `id.k8s.io`, the `kube-system` uid, through a client built from the
+/// Cluster's own kubeconfig),
 /// `member_of` names that kubeconfig and the floor reads them too.
 async fn source_floor(
     hub: &kube::Client,
@@ -211,15 +212,20 @@ async fn source_floor(
         retry_transport("a floor object", move || async move {
             if let Some(kubeconfig) = member {
                 let client = crate::controlplane::client_from_kubeconfig_yaml(kubeconfig).await?;
-                Api::<Namespace>::all(client.clone())
-                    .get("kube-system")
-                    .await?;
-                Api::<DynamicObject>::all_with(
-                    client,
+                let properties = Api::<DynamicObject>::all_with(
+                    client.clone(),
                     &adapters::member_reads::cluster_property_resource(),
                 )
                 .list(&ListParams::default())
                 .await?;
+                // As the adapter: the kube-system uid only when no property names the cluster.
+                if !properties
+                    .items
+                    .iter()
+                    .any(|p| p.metadata.name.as_deref() == Some(PROPERTY_CLUSTER_ID))
+                {
+                    Api::<Namespace>::all(client).get("kube-system").await?;
+                }
             }
             target.patch(name, params, &Patch::Apply(main)).await?;
             target
