@@ -344,7 +344,7 @@ impl<C: CapiCluster> Source for CapiSource<C> {
         }
         observations.cluster_ca = match self.secret(&model.namespace, &ca_secret_name(&model.name))
         {
-            Some(KeptSecret::Ca(Some(ca))) => Some(ca.to_base64()),
+            Some(KeptSecret::Ca(Some(ca))) => Some(ca.clone()),
             _ => None,
         };
         if model.control_plane_versions.is_empty()

@@ -2,6 +2,7 @@
 //! its ClusterProfile. Pure: no I/O, no clock; unit-tested with plain values.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use adapters::Category;
@@ -162,8 +163,8 @@ pub enum ControlPlaneState {
 pub struct Observations {
     /// The kubeconfig Secret.
     pub kubeconfig: KubeconfigState,
-    /// `tls.crt` of `<cluster>-ca`, base64 (for the access-provider fallback).
-    pub cluster_ca: Option<String>,
+    /// `tls.crt` of `<cluster>-ca` (for the access-provider fallback; written out only then).
+    pub cluster_ca: Option<Arc<CaBundle>>,
     /// The member read, when the kubeconfig was usable.
     pub member: Option<MemberRead>,
     /// The control-plane object's version.
@@ -472,7 +473,7 @@ pub fn project(
             .as_ref()
             .map(|endpoint| Cluster {
                 server: endpoint_url(endpoint),
-                certificate_authority_data: observed.cluster_ca.clone(),
+                certificate_authority_data: observed.cluster_ca.as_deref().map(CaBundle::to_base64),
                 extensions: vec![extension],
                 ..Cluster::default()
             }),
@@ -516,7 +517,6 @@ mod tests {
     use adapters::names::is_dns1123_label;
     use adapters::profile::Property;
     use adapters::served_versions::KindRef;
-    use std::sync::Arc;
 
     fn time(s: &str) -> Time {
         Time(s.parse().unwrap())
@@ -995,7 +995,7 @@ mod tests {
         let mut observed = observed();
         observed.kubeconfig = KubeconfigState::Missing;
         observed.member = None;
-        observed.cluster_ca = Some("Q0EtZnJvbS1zZWNyZXQ=".into());
+        observed.cluster_ca = Some(Arc::new(CaBundle::from_base64("Q0EtZnJvbS1zZWNyZXQ=")));
         let projection = run(&model(), &observed);
         let cluster = status_of(&projection).access_providers[0]
             .cluster
